@@ -1,0 +1,447 @@
+"""Tree -> pax stream (spec tar-format.md §11.1), with NDMP file history.
+
+Streaming: a directory's non-directory entries are archived while it is being read and its
+subdirectories are visited afterwards, so memory holds one directory's subdirectory names per
+level plus the inodes with more than one link. Output goes through one reused buffer; small
+files are read straight into it, so a 4 KiB file costs one copy and a few system calls.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import re
+import stat
+from collections.abc import Sequence
+
+from ndmpd.engines.base import Aborted, BackupJob, EngineError
+from ndmpd.engines.tar import format as fmt
+from ndmpd.engines.tar.format import BLOCK, MAX_OCTAL_7, MAX_OCTAL_11, record
+from ndmpd.protocol.constants import LogType
+
+BUF_SIZE = 4 * 1024 * 1024
+_ZEROS = bytes(BLOCK)
+_PAD = [bytes(i) for i in range(BLOCK)]
+_ACL_XATTRS = {
+    b"system.posix_acl_access": b"SCHILY.acl.access",
+    b"system.posix_acl_default": b"SCHILY.acl.default",
+}
+
+
+class _Out:
+    """The reused output buffer in front of ``job.sink``; tracks the stream offset."""
+
+    __slots__ = ("buf", "flushed", "mv", "pos", "sink")
+
+    def __init__(self, sink: object) -> None:
+        self.sink = sink
+        self.buf = bytearray(BUF_SIZE)
+        self.mv = memoryview(self.buf)
+        self.pos = 0
+        self.flushed = 0
+
+    @property
+    def offset(self) -> int:
+        return self.flushed + self.pos
+
+    def put(self, data: bytes | bytearray) -> None:
+        n = len(data)
+        if self.pos + n > BUF_SIZE:
+            self.flush()
+            if n > BUF_SIZE:
+                self.sink.write(data)  # type: ignore[attr-defined]
+                self.flushed += n
+                return
+        self.buf[self.pos : self.pos + n] = data
+        self.pos += n
+
+    def flush(self) -> None:
+        if self.pos:
+            self.sink.write(self.mv[: self.pos])  # type: ignore[attr-defined]
+            self.flushed += self.pos
+            self.pos = 0
+
+
+def _exclude_matcher(patterns: Sequence[bytes]) -> re.Pattern[bytes] | None:
+    if not patterns:
+        return None
+    rx = b"|".join(
+        b"(?:" + os.fsencode(fnmatch.translate(os.fsdecode(p))) + b")" for p in patterns if p
+    )
+    return re.compile(rx, re.DOTALL) if rx else None
+
+
+def _xname(name: bytes) -> bytes:
+    """``DIR/PaxHeaders/BASE`` for a member name, as GNU tar names its ``x`` headers."""
+    d, _, base = name.rstrip(b"/").rpartition(b"/")
+    return (d or b".") + b"/PaxHeaders/" + base
+
+
+class TarWriter:
+    """One backup run."""
+
+    def __init__(self, job: BackupJob) -> None:
+        self.job = job
+        self.out = _Out(job.sink)
+        self.root = job.root.rstrip(b"/") or b"/"
+        self.history = job.history
+        self.abort = job.abort
+        self.links: dict[tuple[int, int], bytes] = {}
+        self.exclude = _exclude_matcher(job.excludes)
+        self.count = 0
+        self.skipped = 0
+
+    # -- walk ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            st = os.lstat(self.root)
+        except OSError as e:
+            raise EngineError(f"cannot read {os.fsdecode(self.root)}: {e.strerror}") from e
+        if not stat.S_ISDIR(st.st_mode):
+            raise EngineError(f"{os.fsdecode(self.root)} is not a directory")
+        files = [f for f in self.job.files if f.strip(b"/")]
+        if not files:
+            self._member(b"", self.root, st)
+            self._walk(b"", self.root)
+        else:
+            for f in files:
+                parts = [p for p in f.split(b"/") if p and p != b"."]
+                if b".." in parts:
+                    raise EngineError(f"FILES entry leaves the backup root: {os.fsdecode(f)}")
+                rel = b"/".join(parts)
+                path = self.root + b"/" + rel
+                try:
+                    st = os.lstat(path)
+                except OSError as e:
+                    self.job.log(LogType.WARNING, f"{os.fsdecode(rel)}: {e.strerror}, skipped")
+                    self.skipped += 1
+                    continue
+                self._member(rel, path, st)
+                if stat.S_ISDIR(st.st_mode):
+                    self._walk(rel, path)
+        self._end()
+
+    def _walk(self, rel: bytes, path: bytes) -> None:
+        """Archive a directory's entries while reading it; its subdirectories come after.
+
+        The stack holds (rel, path, must_emit): a subdirectory's own header is written when it
+        is popped, right before its contents, in sorted order.
+        """
+        stack: list[tuple[bytes, bytes, bool]] = [(rel, path, False)]
+        exclude = self.exclude
+        abort = self.abort
+        member = self._member
+        while stack:
+            if abort.is_set():
+                raise Aborted("backup aborted")
+            rel, path, emit = stack.pop()
+            if emit:
+                try:
+                    st = os.lstat(path)
+                except OSError as e:
+                    self._vanished(path, e)
+                    continue
+                member(rel, path, st)
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+            subdirs: list[bytes] = []
+            prefix = rel + b"/" if rel else b""
+            try:
+                it = os.scandir(path)
+            except OSError as e:
+                self.job.log(LogType.WARNING, f"cannot read {os.fsdecode(path)}: {e.strerror}")
+                self.skipped += 1
+                continue
+            with it:
+                for entry in it:
+                    name = entry.name
+                    if exclude is not None and exclude.fullmatch(name):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append(name)
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError as e:
+                        self._vanished(entry.path, e)
+                        continue
+                    member(prefix + name, entry.path, st)
+            subdirs.sort(reverse=True)  # the stack pops the last pushed first
+            stack.extend((prefix + name, path + b"/" + name, True) for name in subdirs)
+
+    def _vanished(self, path: bytes, e: OSError) -> None:
+        self.job.log(LogType.WARNING, f"{os.fsdecode(path)}: {e.strerror}, skipped")
+        self.skipped += 1
+
+    # -- members ------------------------------------------------------------------------
+
+    def _member(self, rel: bytes, path: bytes, st: os.stat_result) -> None:
+        mode = st.st_mode
+        ifmt = stat.S_IFMT(mode)
+        name = b"./" + rel if rel else b"."
+        out = self.out
+        offset = out.offset
+        recs: list[bytes] = []
+        linkname = b""
+        size = 0
+        devmajor = devminor = 0
+        sparse_map: list[tuple[int, int]] | None = None
+        fd = -1
+        xattrs = True
+        if ifmt == stat.S_IFREG:
+            if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                first = self.links.get(key)
+                if first is not None:
+                    typeflag, linkname, xattrs = fmt.LNK, first, False
+                else:
+                    self.links[key] = name
+                    typeflag = fmt.REG
+            else:
+                typeflag = fmt.REG
+            if typeflag == fmt.REG:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                except OSError as e:
+                    self._vanished(path, e)
+                    if st.st_nlink > 1:
+                        self.links.pop((st.st_dev, st.st_ino), None)
+                    return
+                size = st.st_size
+                if size and st.st_blocks * 512 < size:
+                    sparse_map = _data_map(fd, size)
+        elif ifmt == stat.S_IFDIR:
+            typeflag = fmt.DIR
+            name += b"/"
+        elif ifmt == stat.S_IFLNK:
+            typeflag = fmt.SYM
+            try:
+                linkname = os.readlink(path)
+            except OSError as e:
+                self._vanished(path, e)
+                return
+        elif ifmt == stat.S_IFCHR or ifmt == stat.S_IFBLK:
+            typeflag = fmt.CHR if ifmt == stat.S_IFCHR else fmt.BLK
+            devmajor, devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        elif ifmt == stat.S_IFIFO:
+            typeflag = fmt.FIFO
+        else:
+            self.job.log(LogType.WARNING, f"{os.fsdecode(path)}: socket ignored")
+            self.skipped += 1
+            return
+        try:
+            ustar_name = name
+            if sparse_map is not None:
+                d, _, base = name.rpartition(b"/")
+                ustar_name = d + b"/GNUSparseFile.0/" + base
+                recs.append(b"22 GNU.sparse.major=1\n22 GNU.sparse.minor=0\n")
+                recs.append(record(b"GNU.sparse.name", name))
+                recs.append(record(b"GNU.sparse.realsize", b"%d" % size))
+                map_text = b"%d\n" % (len(sparse_map) + 1) + b"".join(
+                    b"%d\n%d\n" % e for e in sparse_map
+                )
+                map_text += b"%d\n0\n" % size
+                map_block = map_text + _PAD[-len(map_text) % BLOCK]
+                size = len(map_block) + sum(n for _, n in sparse_map)
+            elif len(name) > 100 or not name.isascii():
+                recs.append(record(b"path", name))
+            if linkname and (len(linkname) > 100 or not linkname.isascii()):
+                recs.append(record(b"linkpath", linkname))
+            uid, gid = st.st_uid, st.st_gid
+            if uid > MAX_OCTAL_7:
+                recs.append(record(b"uid", b"%d" % uid))
+            if gid > MAX_OCTAL_7:
+                recs.append(record(b"gid", b"%d" % gid))
+            if size > MAX_OCTAL_11:
+                recs.append(record(b"size", b"%d" % size))
+            mtime_ns = st.st_mtime_ns
+            recs.append(record(b"mtime", fmt.format_time(mtime_ns)))
+            recs.append(record(b"atime", fmt.format_time(st.st_atime_ns)))
+            recs.append(record(b"ctime", fmt.format_time(st.st_ctime_ns)))
+            if xattrs:
+                self._xattrs(path, fd, recs)
+            data = b"".join(recs)
+            mtime = mtime_ns // 1_000_000_000
+            hdr = fmt.header(
+                _xname(ustar_name)[:100], 0o644, 0, 0, len(data), mtime, fmt.XHD, xheader=True
+            )
+            hdr += data
+            hdr += _PAD[-len(data) % BLOCK]
+            hdr += fmt.header(
+                ustar_name[:100],
+                mode,
+                uid,
+                gid,
+                size,
+                mtime,
+                typeflag,
+                linkname[:100],
+                fmt.uname_of(uid),
+                fmt.gname_of(gid),
+                devmajor,
+                devminor,
+            )
+            out.put(hdr)
+            if fd >= 0:
+                if sparse_map is not None:
+                    out.put(map_block)
+                    self._sparse_data(fd, path, sparse_map)
+                else:
+                    self._data(fd, path, size)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self.count += 1
+        if self.history is not None:
+            self.history.add_file(b"/" + rel, st, st.st_ino, offset)
+
+    def _xattrs(self, path: bytes, fd: int, recs: list[bytes]) -> None:
+        try:
+            names = os.listxattr(fd if fd >= 0 else path, follow_symlinks=fd >= 0)
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.ENOENT):
+                self.job.log(LogType.WARNING, f"{os.fsdecode(path)}: xattrs: {e.strerror}")
+            return
+        if not names:
+            return
+        acls: list[bytes] = []
+        xrecs: list[bytes] = []
+        for n in sorted(names):
+            try:
+                v = os.getxattr(fd if fd >= 0 else path, n, follow_symlinks=fd >= 0)
+            except OSError:
+                continue
+            bn = os.fsencode(n)
+            acl_key = _ACL_XATTRS.get(bn)
+            if acl_key is not None:
+                text = fmt.acl_to_text(v)
+                if text is not None:
+                    acls.append(record(acl_key, text))
+            xrecs.append(record(b"SCHILY.xattr." + bn, v))
+        recs.extend(acls)
+        recs.extend(xrecs)
+
+    def _data(self, fd: int, path: bytes, size: int) -> None:
+        """Copy ``size`` bytes of ``fd`` into the stream, zero-filled if the file shrank."""
+        out = self.out
+        padded = size + (-size % BLOCK)
+        if padded <= BUF_SIZE - out.pos:
+            pos = out.pos
+            got = _read_into(fd, out.mv[pos : pos + size])
+            if got < size:
+                self._shrunk(path, size, got)
+                out.buf[pos + got : pos + padded] = bytes(padded - got)
+            else:
+                out.buf[pos + size : pos + padded] = _PAD[padded - size]
+            out.pos = pos + padded
+            return
+        out.flush()
+        left = size
+        abort = self.abort
+        while left:
+            if abort.is_set():
+                raise Aborted("backup aborted")
+            n = min(left, BUF_SIZE)
+            got = _read_into(fd, out.mv[:n])
+            if got < n:
+                self._shrunk(path, size, size - left + got)
+                out.buf[got:n] = bytes(n - got)
+            left -= n
+            if not left:
+                pad = -size % BLOCK
+                out.buf[n : n + pad] = _PAD[pad]
+                n += pad
+            out.pos = n
+            out.flush()
+
+    def _sparse_data(self, fd: int, path: bytes, chunks: list[tuple[int, int]]) -> None:
+        out = self.out
+        total = 0
+        for off, length in chunks:
+            left = length
+            pos_in_file = off
+            while left:
+                if self.abort.is_set():
+                    raise Aborted("backup aborted")
+                if out.pos == BUF_SIZE:
+                    out.flush()
+                n = min(left, BUF_SIZE - out.pos)
+                mv = out.mv[out.pos : out.pos + n]
+                got = _pread_into(fd, mv, pos_in_file)
+                if got < n:
+                    mv[got:] = bytes(n - got)
+                out.pos += n
+                left -= n
+                pos_in_file += n
+            total += length
+        out.put(_PAD[-total % BLOCK])
+
+    def _shrunk(self, path: bytes, size: int, got: int) -> None:
+        self.job.log(
+            LogType.WARNING,
+            f"{os.fsdecode(path)}: file shrank from {size} to {got} bytes, padded with zeros",
+        )
+
+    def _end(self) -> None:
+        out = self.out
+        out.put(_ZEROS + _ZEROS)
+        rec = self.job.record_size if self.job.record_size > 0 else 10240
+        pad = -out.offset % rec
+        while pad:
+            n = min(pad, BLOCK * 64)
+            out.put(bytes(n))
+            pad -= n
+        out.flush()
+
+
+def _read_into(fd: int, mv: memoryview) -> int:
+    """Fill ``mv`` from ``fd``; returns fewer bytes only at end of file."""
+    n = len(mv)
+    got = os.readv(fd, [mv])
+    if got == n or got == 0:
+        return got
+    while got < n:
+        r = os.readv(fd, [mv[got:]])
+        if r == 0:
+            break
+        got += r
+    return got
+
+
+def _pread_into(fd: int, mv: memoryview, offset: int) -> int:
+    n = len(mv)
+    got = 0
+    while got < n:
+        r = os.preadv(fd, [mv[got:]], offset + got)
+        if r == 0:
+            break
+        got += r
+    return got
+
+
+def _data_map(fd: int, size: int) -> list[tuple[int, int]] | None:
+    """The data runs of a file with holes, or None when it has none worth recording."""
+    chunks: list[tuple[int, int]] = []
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break
+                raise
+            if start >= size:
+                break
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            chunks.append((start, end - start))
+            pos = end
+    except OSError:
+        return None
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+    if sum(n for _, n in chunks) >= size:
+        return None
+    return chunks
