@@ -281,11 +281,12 @@ def parse_header(rec: bytes | bytearray | memoryview) -> Header:
     # 8 mode 9 nlink 10 ouid 11 ogid 12 size 13..18 times 19..30 db 31 flags 32 blocks 33 gen
     # 34 uid 35 gid 36 count 37 addr 38 label 39 level 40 filesys 41 dev 42 host 43 flags
     # 44 firstrec 45 ntrec 46 ext
-    count = max(0, min(f[36], TP_NINDIR))
+    count = f[36]
+    addr = f[37][: max(0, min(count, TP_NINDIR))]
     return Header(
         ctype=f[0], date=f[1], volume=f[3], tapea=f[4], inumber=f[5], mode=f[8], nlink=f[9],
         size=f[12], atime=f[13], atime_us=f[14], mtime=f[15], mtime_us=f[16],
-        db=f[19:31], flags_di=f[31], uid=f[34], gid=f[35], count=count, addr=f[37][:count],
+        db=f[19:31], flags_di=f[31], uid=f[34], gid=f[35], count=count, addr=addr,
         label=f[38].rstrip(b"\0"), level=f[39], filesys=f[40].rstrip(b"\0"),
         dev=f[41].rstrip(b"\0"), host=f[42].rstrip(b"\0"), flags=f[43], ntrec=f[45], ext=f[46],
     )  # fmt: skip
