@@ -70,7 +70,10 @@ MAX_NAME = 4 * KIB  # short texts: host/OS/vendor names, butype, model, fs_type,
 MAX_PATH = 64 * KIB  # paths, file names, env values, log entries, fs devices
 MAX_ENV = 1024  # entries in any ndmp4_pval list
 MAX_NLIST = 100_000  # DATA_START_RECOVER nlist entries
-MAX_TAPE_DATA = 16 * MIB  # TAPE_WRITE data_out, TAPE_READ data_in
+MAX_TAPE_DATA = 16 * MIB  # TAPE_WRITE data_out, TAPE_READ data_in (decode side)
+# What we put in one outgoing message: it must fit one fragment (< 2**24 bytes, NDMJOB's reader),
+# header and reply fields included, so a TAPE_READ count is capped at this.
+MAX_SEND_DATA = 16 * MIB - 1 * KIB
 MAX_CDB = 260  # SCSI CDB (16-byte CDBs, variable-length CDBs up to 260)
 MAX_CDB_DATA = 16 * MIB  # execute_cdb dataout / datain
 MAX_SENSE = 1 * KIB  # ext_sense
