@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -485,3 +486,69 @@ def test_resolved_paths_stay_inside_the_volume(path: str) -> None:
     assert dp.absolute == root or dp.absolute.startswith(root + b"/")
     assert b".." not in dp.absolute.split(b"/")
     assert b"//" not in dp.absolute
+
+
+# ---------------------------------------------------------------------------------------------
+# Arbitrary (well-formed TOML) documents: a Config or a ConfigError, never anything else.
+
+_KEYS = ["state_dir", "node", "name", "ndmp", "listen", "mode", "data_port_range", "rest",
+         "tls", "cert", "key", "svm", "volume", "path", "tape", "capacity", "block_size",
+         "junk"]  # fmt: skip
+_scalars = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["svm1", "node", "2T", "0.0.0.0:0", "[::1]:1", "1-2", "", "/x", "..", "a b"]),
+    _texts,
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+def _inline(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{k} = {_inline(v)}" for k, v in value.items()) + "}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(_KEYS), _values, max_size=5))
+def test_any_document_gives_config_or_config_error(
+    tmp_path_factory: pytest.TempPathFactory, doc: dict[str, object]
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "c.toml"
+    path.write_text("".join(f"{k} = {_inline(v)}\n" for k, v in doc.items()), encoding="utf-8")
+    try:
+        config = load_config(path, "/tmp/ndmpd-never-created")
+    except ConfigError as exc:
+        assert str(exc).startswith(f"{path}: ")
+        return
+    assert config.svms and all(isinstance(t.capacity, int) for t in config.tapes)
+
+
+@given(_hosts, st.integers(0, 65535))
+def test_listen_round_trip(host: str, port: int) -> None:
+    text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    assert parse_listen(text) == (host, port)
+
+
+@given(st.text(max_size=20))
+def test_parse_listen_only_raises_value_error(text: str) -> None:
+    try:
+        host, port = parse_listen(text)
+    except ValueError:
+        return
+    assert 0 <= port <= 65535 and host

@@ -332,3 +332,10 @@ def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
     (state / "catalog.sqlite3").write_bytes(b"this is not a database" * 100)
     with pytest.raises(CatalogError, match="cannot open the catalog"):
         Catalog(state)
+
+
+@pytest.mark.parametrize("auth_id", ["caf\udce9", "", "a:b", "x" * 65, "admin\0"])
+def test_odd_wire_user_names_are_refused_not_crashed(catalog: Catalog, auth_id: str) -> None:
+    assert catalog.ndmp_secret_for(auth_id, "svm1") is None
+    assert catalog.verify_login(auth_id, "pw") is None
+    assert catalog.get_user(auth_id) is None

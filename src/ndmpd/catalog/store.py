@@ -64,6 +64,7 @@ NDMP_PASSWORD_LEN = 16
 _ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 # A user name must survive HTTP Basic (no ':'), URL paths and NDMP auth ids.
 _USER_RE = re.compile(r"[A-Za-z0-9_.@\\-]{1,64}")
+_CACHE_LIMIT = 4096
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -393,8 +394,12 @@ class Catalog:
     # -- users ----------------------------------------------------------------------------
 
     def _user_row(self, name: str) -> tuple[User, str] | None:
+        if not isinstance(name, str) or not _USER_RE.fullmatch(name):
+            return None  # never stored; also keeps undecodable wire names away from SQLite
         with self._lock:
             self._fresh()
+            if len(self._user_cache) > _CACHE_LIMIT:
+                self._user_cache.clear()
             if name not in self._user_cache:
                 row = self._db.execute(
                     "SELECT name, role, svm, password_hash FROM users WHERE name=?", (name,)
@@ -518,6 +523,8 @@ class Catalog:
             self._fresh()
             if key in self._ndmp_pw_cache:
                 return self._ndmp_pw_cache[key]
+            if len(self._ndmp_pw_cache) > _CACHE_LIMIT:  # bound what failed logins can fill
+                self._ndmp_pw_cache.clear()
             result: str | None = None
             row = self._user_row(auth_id)
             if row is not None and svm in self.svm_names() and self._may_use_svm(row[0], svm):
