@@ -203,14 +203,15 @@ def compare_trees(
     owners: bool = IS_ROOT,
     symlink_mtime: bool = True,
     root_meta: bool = True,
+    xattrs: bool = True,
     ignore: frozenset[bytes] = frozenset(),
 ) -> list[str]:
     """Every difference between ``src`` and ``dst``, as readable lines (empty = identical).
 
     Compared: the set of paths, type, permission bits, owner and group (``owners``), mtime
     truncated to ``mtime_precision_ns`` (1 for tar, 1000 for dump), content, symlink target,
-    device numbers, hard-link groups, xattrs (ACLs included), and holes (a sparse source file
-    must not take much more space in ``dst``). ``ignore`` holds relative paths left out.
+    device numbers, hard-link groups, xattrs (ACLs included; ``xattrs``), and holes (a sparse
+    source file must not take much more space in ``dst``). ``ignore`` holds relative paths left out.
     """
     a, b = os.fsencode(src), os.fsencode(dst)
     diffs: list[str] = []
@@ -263,7 +264,7 @@ def compare_trees(
                 groups_b[y.st_ino].add(rel)
         elif (stat.S_ISCHR(x.st_mode) or stat.S_ISBLK(x.st_mode)) and x.st_rdev != y.st_rdev:
             bad("rdev", x.st_rdev, y.st_rdev)
-        if _xattrs(pa) != _xattrs(pb):
+        if xattrs and _xattrs(pa) != _xattrs(pb):
             bad("xattrs", _xattrs(pa), _xattrs(pb))
     ga = sorted(sorted(g) for g in groups_a.values() if len(g) > 1)
     gb = sorted(sorted(g) for g in groups_b.values() if len(g) > 1)
