@@ -92,7 +92,8 @@ class TapeDrive:
         if not 0 <= block_size <= MAX_U32:
             raise ValueError(f"tape {name}: block size {block_size} out of range")
         if early_warning is None:
-            early_warning = max(0, capacity - max(MiB, capacity // 100))
+            # warn max(1 MiB, 1 %) before the end, but never in the first half of a small tape
+            early_warning = capacity - min(max(MiB, capacity // 100), capacity // 2)
         if not 0 <= early_warning <= capacity:
             raise ValueError(f"tape {name}: early warning {early_warning} beyond capacity")
         self.name = name
@@ -634,6 +635,8 @@ class TapeDrive:
                 self.loaded = False
                 self._pos = 0
                 self._update_gates()
+                resid = 0
+            elif count == 0:
                 resid = 0
             else:
                 resid = self._space(op, count)
