@@ -200,3 +200,39 @@ def test_python_dash_m(state: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert f'state_dir = "{state}"' in proc.stdout
+
+
+def _write_tape(state: Path, files: list[list[bytes]]) -> None:
+    from ndmpd.protocol.constants import MtioOp, TapeOpenMode
+    from ndmpd.tapes import TapeDrive, image_path
+
+    image = image_path(state, "nrst1a")
+    image.parent.mkdir(parents=True, exist_ok=True)
+    drive = TapeDrive("nrst1a", image, capacity=2**30, durable=False)
+    drive.open(TapeOpenMode.RDWR)
+    for records in files:
+        for record in records:
+            drive.write(record)
+        drive.mtio(MtioOp.EOF, 1)
+    drive.close()
+
+
+def test_tape_export(state: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ndmpd.tapes.export")
+    files = [[b"a" * 512, b"b" * 10240], [os.urandom(4096) for _ in range(5)]]
+    _write_tape(state, files)
+    out = tmp_path / "file1.bin"
+    proc = run("tape", "export", "nrst1a", "--file", "1", "-o", out, "--state-dir", state)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == b"".join(files[1])
+    assert not list(tmp_path.glob(".*partial"))
+    proc = subprocess.run(
+        [str(BIN), "tape", "export", "nrst1a", "--file", "0", "-o", "-", "--state-dir", str(state)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout == b"".join(files[0])
+    missing = tmp_path / "file7.bin"
+    proc2 = run("tape", "export", "nrst1a", "--file", "7", "-o", missing, "--state-dir", state)
+    assert_clean_error(proc2, "tape file 7 does not exist")
+    assert not missing.exists() and not list(tmp_path.glob(".*partial"))

@@ -217,6 +217,8 @@ BAD = [
     ('[[tape]]\ncapacity = "2T"\n', "tape[0].name", "missing"),
     ('[[tape]]\nname = "/dev/nst0"\n', "tape[0].name", "invalid drive name"),
     ('[[tape]]\nname = "a b"\n', "tape[0].name", "invalid drive name"),
+    ('[[tape]]\nname = ".hidden"\n', "tape[0].name", "invalid drive name"),
+    ('[[tape]]\nname = "-x"\n', "tape[0].name", "invalid drive name"),
     ('[[tape]]\nname = "t"\n[[tape]]\nname = "t"\n', "tape[1].name", 'duplicate drive name "t"'),
     ('[[tape]]\nname = "t"\ncapacity = "2X"\n', "tape[0].capacity", 'got "2X"'),
     ('[[tape]]\nname = "t"\ncapacity = 0\n', "tape[0].capacity", "at least 1"),
@@ -356,7 +358,7 @@ def configs(draw: st.DrawFn) -> Config:
             st.lists(
                 st.builds(
                     TapeConfig,
-                    _names,
+                    _names.filter(lambda n: n[0].isalnum()),
                     st.integers(1, 2**50),
                     st.integers(0, 2**31 - 1),
                 ),

@@ -44,6 +44,8 @@ DEFAULT_TAPES = ("nrst0a", "nrst1a", "nrst2a", "nrst3a")
 MAX_BLOCK_SIZE = 2**31 - 1
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+# Drive names become image file names (ndmpd.tapes.paths): no leading dot or dash, 64 at most.
+DRIVE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SIZE_RE = re.compile(r"\s*([0-9]+)\s*([KMGTP]?)(?:I?B)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 _HOST_RE = re.compile(r"[A-Za-z0-9_.-]+|\*")
@@ -284,7 +286,14 @@ class _Loader:
     def name(self, value: Any, key: str, what: str) -> str:
         if not isinstance(value, str):
             raise self.error(key, f"expected a {what} name (string), got {_show(value)}")
-        if not NAME_RE.fullmatch(value) or value in (".", ".."):
+        if what == "drive":
+            if not DRIVE_NAME_RE.fullmatch(value):
+                raise self.error(
+                    key,
+                    f"invalid drive name {_show(value)}: up to 64 letters, digits, '_', '.', '-',"
+                    " starting with a letter or digit",
+                )
+        elif not NAME_RE.fullmatch(value) or value in (".", ".."):
             raise self.error(
                 key, f"invalid {what} name {_show(value)}: use letters, digits, '_', '.', '-'"
             )
