@@ -64,7 +64,7 @@ class _Source:
 
     def record(self) -> memoryview:
         if self._fill() < fmt.TP_BSIZE:
-            raise _Truncated(f"stream ends inside record {self.offset >> 10}")
+            raise _Truncated(f"truncated dump stream: it ends at record {self.offset >> 10}")
         s = self.start
         self.start = s + fmt.TP_BSIZE
         self.offset += fmt.TP_BSIZE
@@ -75,7 +75,7 @@ class _Source:
         while n:
             avail = self._fill() >> 10
             if not avail:
-                raise _Truncated(f"stream ends inside record {self.offset >> 10}")
+                raise _Truncated(f"truncated dump stream: it ends at record {self.offset >> 10}")
             k = min(n, avail)
             s = self.start
             self.start = s + (k << 10)
@@ -250,10 +250,7 @@ class DumpReader:
         while True:
             if abort.is_set():
                 raise Aborted("recovery aborted")
-            try:
-                h, off = self._next()
-            except _Truncated as exc:
-                raise _Truncated(f"truncated dump stream: {exc} (no end-of-dump record)") from exc
+            h, off = self._next()
             t = h.ctype
             if t == fmt.TS_END:
                 if not self.tree_built:
