@@ -21,7 +21,7 @@ import dataclasses
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "BOOL",
@@ -108,6 +108,12 @@ def _read_len(buf: memoryview, off: int, limit: int, what: str) -> tuple[int, in
 class Primitive(XdrType):
     """A fixed 4- or 8-byte item; groupable into one struct format with its neighbours."""
 
+    FULL: ClassVar[dict[str, tuple[int, int]]] = {
+        "I": (0, 0xFFFFFFFF),
+        "i": (-(2**31), 2**31 - 1),
+        "Q": (0, 2**64 - 1),
+    }
+
     def __init__(
         self,
         name: str,
@@ -124,8 +130,7 @@ class Primitive(XdrType):
         self._st = struct.Struct(">" + fmt)
         self.min_size = self._st.size
         # A range the struct format itself does not enforce needs an explicit check.
-        full = {"I": (0, 0xFFFFFFFF), "i": (-(2**31), 2**31 - 1), "Q": (0, 2**64 - 1)}[fmt]
-        self.check_encode = (lo, hi) != full
+        self.check_encode = (lo, hi) != self.FULL[fmt]
 
     def __repr__(self) -> str:
         return self.name
@@ -158,8 +163,7 @@ class Primitive(XdrType):
 
     @property
     def needs_conversion(self) -> bool:
-        full = {"I": (0, 0xFFFFFFFF), "i": (-(2**31), 2**31 - 1), "Q": (0, 2**64 - 1)}[self.fmt]
-        return self.dec is not None or (self.lo, self.hi) != full
+        return self.dec is not None or (self.lo, self.hi) != self.FULL[self.fmt]
 
 
 U32 = Primitive("u_long", "I", 0, 0xFFFFFFFF)
@@ -431,74 +435,105 @@ def _schema(cls: type) -> list[tuple[str, XdrType]]:
     return out
 
 
+def _gen_fields(
+    fields: Sequence[tuple[str, XdrType]], ns: dict[str, Any], owner: str
+) -> tuple[list[str], list[str], list[str]]:
+    """Source lines decoding and encoding ``fields`` in order, runs of primitives as one
+    ``struct`` call. Returns (decode lines, encode lines, names of the decoded locals)."""
+    dec: list[str] = []
+    enc: list[str] = []
+    names: list[str] = []
+    run: list[tuple[int, str, Primitive]] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        k = len(ns)
+        st = struct.Struct(">" + "".join(p.fmt for _, _, p in run))
+        ns[f"S{k}"] = st
+        loc = [f"a{j}" for j, _, _ in run]
+        dec.append(f"    if off + {st.size} > len(buf): raise XdrError('{owner}: truncated')")
+        dec.append(f"    ({', '.join(loc)},) = S{k}.unpack_from(buf, off)")
+        dec.append(f"    off += {st.size}")
+        for j, name, p in run:
+            enc.append(f"    a{j} = v.{name}")
+            if isinstance(p, EnumType):
+                ns[f"M{j}"] = p.members
+                ns[f"C{j}"] = p.decode_value
+                dec.append(f"    a{j} = M{j}[a{j}] if a{j} in M{j} else C{j}(a{j})")
+                if p.check_encode:
+                    ns[f"K{j}"] = p.check_value
+                    enc.append(f"    if a{j} not in M{j}: K{j}(a{j})")
+            else:
+                if p.lo != Primitive.FULL[p.fmt][0] or p.hi != Primitive.FULL[p.fmt][1]:
+                    ns[f"C{j}"] = p.decode_value
+                    dec.append(f"    if a{j} < {p.lo} or a{j} > {p.hi}: C{j}(a{j})")
+                if p.dec is not None:
+                    ns[f"D{j}"] = p.dec
+                    dec.append(f"    a{j} = D{j}(a{j})")
+                if p.check_encode:
+                    ns[f"K{j}"] = p.check_value
+                    enc.append(f"    K{j}(a{j})")
+        enc.append(f"    try: parts.append(S{k}.pack({', '.join(loc)}))")
+        enc.append(f"    except struct_error as e: raise XdrArgsError(f'{owner}: {{e}}') from None")
+        run.clear()
+
+    for j, (name, t) in enumerate(fields):
+        names.append(f"a{j}")
+        if isinstance(t, Primitive):
+            run.append((j, name, t))
+            continue
+        flush()
+        ns[f"T{j}"] = t.decode
+        ns[f"E{j}"] = t.encode
+        dec.append(f"    a{j}, off = T{j}(buf, off)")
+        enc.append(f"    E{j}(v.{name}, parts)")
+    flush()
+    return dec, enc, names
+
+
+def _compile(src: str, ns: dict[str, Any], name: str) -> Any:
+    ns.update(XdrError=XdrError, XdrArgsError=XdrArgsError, struct_error=struct.error)
+    exec(compile(src, f"<xdr {name}>", "exec"), ns)
+    return ns
+
+
 class StructCodec(XdrType):
-    """Encode/decode a dataclass field by field, with runs of primitives as one struct op."""
+    """Encode/decode a dataclass field by field; the code is generated once per class so
+    that a struct costs one ``struct`` call per run of fixed-size fields and no loops."""
 
     def __init__(self, cls: type, schema: Sequence[tuple[str, XdrType]]) -> None:
         self.cls = cls
         self.schema = list(schema)
         self.min_size = sum(t.min_size for _, t in self.schema)
-        # Plan: ("p", Struct, attrgetter-ish names, prims) or ("v", name, type)
-        self._plan: list[tuple[Any, ...]] = []
-        run: list[tuple[str, Primitive]] = []
-
-        def flush() -> None:
-            if not run:
-                return
-            st = struct.Struct(">" + "".join(p.fmt for _, p in run))
-            names = tuple(n for n, _ in run)
-            prims = tuple(p for _, p in run)
-            conv = any(p.needs_conversion for p in prims)
-            chk = tuple(p for p in prims if p.check_encode)
-            self._plan.append(("p", st, names, prims, conv, bool(chk)))
-            run.clear()
-
-        for name, t in self.schema:
-            if isinstance(t, Primitive):
-                run.append((name, t))
-            else:
-                flush()
-                self._plan.append(("v", name, t))
-        flush()
+        owner = cls.__name__
+        ns: dict[str, Any] = {"cls": cls}
+        dec, enc, names = _gen_fields(self.schema, ns, owner)
+        src = "\n".join(
+            [
+                "def decode(buf, off):",
+                *dec,
+                f"    return cls({', '.join(names)}), off",
+                "def encode(v, parts):",
+                "    if type(v) is not cls:",
+                f"        raise XdrArgsError(f'expected {owner}, got {{type(v).__name__}}')",
+                *enc,
+                "    return None",
+            ]
+        )
+        ns = _compile(src, ns, owner)
+        self.decode = ns["decode"]  # type: ignore[method-assign]
+        self._encode = ns["encode"]
+        self.runs = sum(1 for line in dec if "unpack_from" in line)
 
     def __repr__(self) -> str:
         return f"struct {self.cls.__name__}"
 
     def encode(self, value: Any, parts: list[bytes | memoryview]) -> None:
-        if type(value) is not self.cls:
-            raise XdrArgsError(f"expected {self.cls.__name__}, got {type(value).__name__}")
-        for step in self._plan:
-            if step[0] == "p":
-                _, st, names, prims, _conv, chk = step
-                vals = [getattr(value, n) for n in names]
-                if chk:
-                    for p, v in zip(prims, vals, strict=True):
-                        if p.check_encode:
-                            p.check_value(v)
-                try:
-                    parts.append(st.pack(*vals))
-                except struct.error as e:
-                    raise XdrArgsError(f"{self.cls.__name__}{list(names)}: {e}") from None
-            else:
-                step[2].encode(getattr(value, step[1]), parts)
-
-    def decode(self, buf: memoryview, off: int) -> tuple[Any, int]:
-        vals: list[Any] = []
-        for step in self._plan:
-            if step[0] == "p":
-                _, st, _names, prims, conv, _chk = step
-                if off + st.size > len(buf):
-                    raise XdrError(f"{self.cls.__name__}: truncated")
-                raw = st.unpack_from(buf, off)
-                off += st.size
-                if conv:
-                    vals.extend(p.decode_value(v) for p, v in zip(prims, raw, strict=True))
-                else:
-                    vals.extend(raw)
-            else:
-                v, off = step[2].decode(buf, off)
-                vals.append(v)
-        return self.cls(*vals), off
+        try:
+            self._encode(value, parts)
+        except (AttributeError, TypeError) as e:
+            raise XdrArgsError(f"{self.cls.__name__}: {e}") from None
 
 
 class UnionCodec(XdrType):
@@ -528,6 +563,30 @@ class UnionCodec(XdrType):
         )
         self.schema = list(schema)
         self.min_size = 4
+        self._dec: dict[int, Any] = {}
+        self._enc: dict[int, Any] = {}
+        for key, arm in [*self.arms.items(), (-1, self.default_arm)]:
+            if arm is None:
+                continue
+            owner = f"{cls.__name__}[{key}]"
+            ns: dict[str, Any] = {"cls": cls}
+            dec, enc, names = _gen_fields(arm, ns, owner)
+            kw = ", ".join(f"{n}={a}" for (n, _), a in zip(arm, names, strict=True))
+            src = "\n".join(
+                [
+                    "def decode(d, buf, off):",
+                    *dec,
+                    f"    return cls({discriminant}=d{', ' if kw else ''}{kw}), off",
+                    "def encode(v, parts):",
+                    *enc,
+                    "    return None",
+                ]
+            )
+            ns = _compile(src, ns, owner)
+            self._dec[key] = ns["decode"]
+            self._enc[key] = ns["encode"]
+        self._default_dec = self._dec.get(-1)
+        self._default_enc = self._enc.get(-1)
 
     def __repr__(self) -> str:
         return f"union {self.cls.__name__}"
@@ -543,15 +602,20 @@ class UnionCodec(XdrType):
             raise XdrArgsError(f"expected {self.cls.__name__}, got {type(value).__name__}")
         d = getattr(value, self.disc_name)
         self.disc.encode(d, parts)
-        for n, t in self.arm_for(d):
-            t.encode(getattr(value, n), parts)
+        fn = self._enc.get(d, self._default_enc)
+        if fn is None:
+            raise XdrArgsError(f"{self.cls.__name__}: no arm for discriminant {d}")
+        try:
+            fn(value, parts)
+        except (AttributeError, TypeError) as e:
+            raise XdrArgsError(f"{self.cls.__name__}: {e}") from None
 
     def decode(self, buf: memoryview, off: int) -> tuple[Any, int]:
         d, off = self.disc.decode(buf, off)
-        kw = {self.disc_name: d}
-        for n, t in self.arm_for(d):
-            kw[n], off = t.decode(buf, off)
-        return self.cls(**kw), off
+        fn = self._dec.get(d, self._default_dec)
+        if fn is None:
+            raise XdrArgsError(f"{self.cls.__name__}: no arm for discriminant {int(d)}")
+        return fn(d, buf, off)
 
 
 def xdr_struct(cls: type[T]) -> type[T]:
