@@ -357,8 +357,9 @@ def _all_leaves(record: Record, costly: bool) -> list[Field]:
 
 
 def _build_projection(
-    fields: tuple[Field, ...], chosen: set[str], hal: bool, links: bool
+    fields: tuple[Field, ...], chosen: set[str], hal: bool, links: bool, *, top: bool = False
 ) -> Projection:
+    """Compile the chosen leaves; an embedded object's `_links` ride along with any member."""
     entries: list[tuple[str, Projection | None, bool]] = []
     for f in fields:
         if f.kind is Kind.OBJECT:
@@ -367,7 +368,7 @@ def _build_projection(
                 entries.append((f.name, sub, False))
         elif f.path in chosen:
             entries.append((f.name, None, f.kind is Kind.ARRAY))
-    if entries and hal and links:
+    if (entries or top) and hal and links:
         entries.append(("_links", None, True))
     return tuple(entries)
 
@@ -542,7 +543,7 @@ def parse_query(params: Params, schema: Record, *, collection: bool = True) -> Q
         filters=tuple(filters),
         order_by=order_by,
         selected=frozenset(selected),
-        projection_hal=_build_projection(schema.fields, selected, True, schema.links),
+        projection_hal=_build_projection(schema.fields, selected, True, schema.links, top=True),
         projection_plain=_build_projection(schema.fields, selected, False, False),
         max_records=control.get("max_records"),
         offset=control.get("offset", 0),
