@@ -335,3 +335,38 @@ def test_mutated_valid_records_into_the_server() -> None:
             counts[type(ev).__name__] = counts.get(type(ev).__name__, 0) + 1
             assert isinstance(ev, (*_OK_EVENTS, ConnectionClosed, ProtocolBroken))
     assert counts["BadRequest"] > 100 and counts["Request"] > 100
+
+
+def test_client_reassembles_ndmjob_style_fragmented_post() -> None:
+    """A 32 KiB FH_ADD_FILE post cut into 3 996-byte fragments, as NDMJOB's xdrrec sends."""
+    server, client = NdmpConnection("server"), NdmpConnection("client")
+    files = [
+        m.File([m.FileName(m.FsType.UNIX, f"/d/file{i:04d}")], [m.FileStat(size=i)], i, 512 * i)
+        for i in range(300)
+    ]
+    framed = server.send_post(Message.FH_ADD_FILE, m.FhAddFilePost(files))
+    record = framed[4:]
+    cut = b"".join(
+        struct.pack(">I", (LAST_FRAGMENT if i + 3996 >= len(record) else 0) | len(chunk)) + chunk
+        for i in range(0, len(record), 3996)
+        for chunk in [record[i : i + 3996]]
+    )
+    assert len(record) > 4 * 3996
+    for i in range(0, len(cut), 1000):
+        client.receive_data(cut[i : i + 1000])
+    (ev,) = events(client)
+    assert isinstance(ev, Post) and ev.body.files == files
+
+
+@pytest.mark.parametrize("code", list(m.REPLIES), ids=lambda c: c.name)
+def test_every_error_reply_is_sendable(code: Message) -> None:
+    server, client = NdmpConnection("server"), NdmpConnection("client")
+    wire, _ = client.send_request(code)
+    server.receive_data(wire)
+    (ev,) = events(server)
+    assert isinstance(ev, Request)
+    client.receive_data(server.send_reply(ev.header, m.error_reply(code, Error.ILLEGAL_STATE_ERR)))
+    (rep,) = events(client)
+    assert isinstance(rep, Reply)
+    expected = Error.NO_ERR if code is Message.CONNECT_CLOSE else Error.ILLEGAL_STATE_ERR
+    assert rep.error == expected
