@@ -44,6 +44,7 @@ __all__ = [
     "XdrType",
     "array",
     "boolean",
+    "codec_of",
     "decode",
     "encode",
     "enum",
