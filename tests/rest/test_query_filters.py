@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -413,3 +414,21 @@ def test_matching_agrees_with_reference(spec, records: list[dict[str, Any]]) -> 
     q = parse_query([(f.path, expression)], MODEL)
     for r in records:
         assert match_filters(r, q) == reference(terms, _value(r, f)), (expression, r)
+
+
+def test_many_stars_stay_fast() -> None:
+    value = "a" * 3000
+    records = [session(0, data_path=value), session(1, data_path=value + "b")]
+    t0 = time.perf_counter()
+    assert ids([("data_path", "*a" * 40 + "*c")], records) == []
+    assert ids([("data_path", "*a" * 40 + "*b")], records) == ["2001"]
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_values_of_another_type_never_match() -> None:
+    odd = [session(0, client_port="40000"), session(1, data_path=7, data={"state": 3})]
+    assert ids([("client_port", "<50000")], odd) == ["2001"]
+    assert ids([("client_port", "!<50000")], odd) == []
+    assert ids([("data_path", "/svm*")], odd) == ["2000"]
+    assert ids([("data_path", "7*")], odd) == ["2001"]
+    assert ids([("data.state", ">a")], odd) == ["2000"]

@@ -185,14 +185,36 @@ def _operand(text: str, kind: Kind, target: str) -> Any:
     return text
 
 
-def _glob(segs: Sequence[_Seg]) -> re.Pattern[str]:
-    parts: list[str] = []
+def _glob(segs: Sequence[_Seg]) -> Pred:
+    """A `*` matcher without backtracking: literal pieces found greedily, left to right.
+
+    Greedy leftmost search is exact for patterns whose only wildcard is `*`, and it stays
+    linear in the value for any number of stars, unlike a regex (`*a*a*a*...` is a ReDoS).
+    """
+    pieces = [""]
     for s in segs:
         if s.quoted:
-            parts.append(re.escape(s.text))
+            pieces[-1] += s.text
         else:
-            parts.append(".*".join(re.escape(p) for p in s.text.split("*")))
-    return re.compile("".join(parts), re.DOTALL)
+            first, *rest = s.text.split("*")
+            pieces[-1] += first
+            pieces.extend(rest)
+    head, *middle, tail = pieces
+    fixed = len(head) + len(tail)
+
+    def match(v: Any) -> bool:
+        text = v if isinstance(v, str) else _scalar_text(v)
+        if len(text) < fixed or not text.startswith(head) or not text.endswith(tail):
+            return False
+        pos, end = len(head), len(text) - len(tail)
+        for piece in middle:
+            found = text.find(piece, pos, end)
+            if found < 0:
+                return False
+            pos = found + len(piece)
+        return True
+
+    return match
 
 
 _COMPARATORS: tuple[tuple[str, Callable[[Any, Any], bool]], ...] = (
@@ -229,10 +251,7 @@ def _compile_term(segs: list[_Seg], f: Field, target: str) -> Term:
             hi = _operand(hi_text, kind, target)
             return Term(negated, False, lambda v, lo=lo, hi=hi: lo <= v <= hi)
     if any(not s.quoted and "*" in s.text for s in segs):
-        rx = _glob(segs)
-        if kind is Kind.STRING or kind is Kind.ENUM:
-            return Term(negated, False, lambda v, m=rx.fullmatch: m(v) is not None)
-        return Term(negated, False, lambda v, m=rx.fullmatch: m(_scalar_text(v)) is not None)
+        return Term(negated, False, _glob(segs))
     exact = _operand(_joined(segs), kind, target)
     if kind is Kind.BOOLEAN:
         return Term(negated, False, lambda v, b=exact: v is b)
@@ -277,10 +296,13 @@ class FieldFilter:
             if unset:
                 continue
             assert t.pred is not None
-            if is_array:
-                hit = isinstance(value, list) and any(t.pred(e) for e in value if e is not None)
-            else:
-                hit = t.pred(value)
+            try:
+                if is_array:
+                    hit = isinstance(value, list) and any(t.pred(e) for e in value if e is not None)
+                else:
+                    hit = t.pred(value)
+            except TypeError:  # a value of another type than the schema's never matches
+                continue
             if hit != t.negated:
                 return True
         return False
