@@ -11,7 +11,6 @@ the order the stream needs.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import fnmatch
@@ -35,6 +34,8 @@ _S_IFMT = 0o170000
 _S_IFDIR = stat.S_IFDIR
 _S_IFREG = stat.S_IFREG
 _S_IFLNK = stat.S_IFLNK
+_ONES = b"\x01" * fmt.TP_NINDIR
+_ZEROS = bytes(_CHUNK)
 
 
 class _Out:
@@ -122,6 +123,7 @@ class DumpWriter:
         self.links: dict[tuple[int, int], int] = {}
         self.next_ino = fmt.ROOTINO
         self.no_flags: set[int] = set()
+        self._o_read = _O_READ | _O_NOATIME
         self.warnings = 0
         self.date = int(time.time())
         self._excl = [os.fsdecode(p) for p in job.excludes]
@@ -349,14 +351,17 @@ class DumpWriter:
             return 0
         return int.from_bytes(res[:4], "little")
 
-    def _xattrs(self, target: int | bytes, what: bytes) -> list[tuple[bytes, bytes]]:
+    def _xattrs(
+        self, target: int | bytes, what: bytes, names: list[str] | None = None
+    ) -> list[tuple[bytes, bytes]]:
         follow = isinstance(target, int)
-        try:
-            names = os.listxattr(target, follow_symlinks=follow)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
-                self._warn(f"xattrs of /{os.fsdecode(what)}: {exc.strerror}")
-            return []
+        if names is None:
+            try:
+                names = os.listxattr(target, follow_symlinks=follow)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
+                    self._warn(f"xattrs of /{os.fsdecode(what)}: {exc.strerror}")
+                return []
         attrs = []
         for n in names:
             try:
@@ -366,8 +371,39 @@ class DumpWriter:
                     self._warn(f"xattr {n} of /{os.fsdecode(what)}: {exc.strerror}")
         return attrs
 
+    def _stat_header(
+        self,
+        ctype: int,
+        num: int,
+        st: os.stat_result,
+        size: int,
+        nlink: int,
+        flags: int,
+        count: int = 0,
+        addr: bytes = b"",
+        asum: int = 0,
+        cflags: int = fmt.DR_NEWINODEFMT,
+        ext: int = 0,
+    ) -> int:
+        out = self.out
+        if out.pos + fmt.TP_BSIZE > _BUF_SIZE:
+            out.flush()
+        off = out.flushed + out.pos
+        self.pk.pack_stat(
+            out.buf, out.pos, ctype, off >> 10, num, st, size, nlink, flags, count, addr, asum,
+            cflags, ext,
+        )  # fmt: skip
+        out.pos += fmt.TP_BSIZE
+        return off
+
     def _write_ea(
-        self, num: int, ino: fmt.Inode, attrs: list[tuple[bytes, bytes]], what: bytes
+        self,
+        num: int,
+        st: os.stat_result,
+        nlink: int,
+        flags: int,
+        attrs: list[tuple[bytes, bytes]],
+        what: bytes,
     ) -> None:
         image, dropped = fmt.encode_ea(attrs)
         for name, why in dropped:
@@ -375,23 +411,24 @@ class DumpWriter:
         if not image:
             return
         n = -(-len(image) // fmt.TP_BSIZE)
-        ea_ino = dataclasses.replace(ino, size=len(image))
-        self._header(
-            fmt.TS_INODE, num, ea_ino, count=n, addr=fmt.ones(n), asum=fmt.ones_addr_sum(n),
-            flags=fmt.DR_NEWINODEFMT | fmt.DR_EXTATTRIBUTES, ext=fmt.EXT_XATTR,
+        self._stat_header(
+            fmt.TS_INODE, num, st, len(image), nlink, flags, n, fmt.ones(n), fmt.ones_addr_sum(n),
+            fmt.DR_NEWINODEFMT | fmt.DR_EXTATTRIBUTES, fmt.EXT_XATTR,
         )  # fmt: skip
         self._records(image)
 
-    def _write_blob(self, num: int, ino: fmt.Inode, data: bytes) -> int:
+    def _write_blob(
+        self, num: int, st: os.stat_result, size: int, nlink: int, flags: int, data: bytes
+    ) -> int:
         """An inode whose content is ``data`` in full records (directories, symlinks)."""
         nblk = -(-len(data) // fmt.TP_BSIZE)
         first = 0
         h = 0
         while True:
             cnt = min(fmt.TP_NINDIR, nblk - h * fmt.TP_NINDIR)
-            off = self._header(
-                fmt.TS_INODE if h == 0 else fmt.TS_ADDR, num, ino,
-                count=cnt, addr=fmt.ones(cnt), asum=fmt.ones_addr_sum(cnt),
+            off = self._stat_header(
+                fmt.TS_INODE if h == 0 else fmt.TS_ADDR, num, st, size, nlink, flags,
+                cnt, fmt.ones(cnt), fmt.ones_addr_sum(cnt),
             )  # fmt: skip
             if h == 0:
                 first = off
@@ -413,15 +450,15 @@ class DumpWriter:
                 flags = self._flags(fd, st.st_dev)
                 attrs = self._xattrs(fd, d.rel)
             else:
-                st = os.stat_result((_S_IFDIR | 0o700, 0, 0, 2, 0, 0, 0, 0, 0, 0))
+                st = _fake_stat(_S_IFDIR | 0o700, self.date)
                 flags, attrs = 0, []
         finally:
             if fd >= 0:
                 os.close(fd)
-        ino = fmt.inode_from_stat(st, nlink=2 + d.nsub, size=len(d.data), flags=flags)
-        off = self._write_blob(d.ino, ino, d.data)
+        nlink = 2 + d.nsub
+        off = self._write_blob(d.ino, st, len(d.data), nlink, flags, d.data)
         if attrs:
-            self._write_ea(d.ino, ino, attrs, d.rel)
+            self._write_ea(d.ino, st, nlink, flags, attrs, d.rel)
         if self.hist is not None:
             self.hist.add_node(st, d.ino, off)
 
@@ -459,73 +496,100 @@ class DumpWriter:
         mode = (dtype << 12) | 0o600 if dtype not in (0, fmt.DT_DIR) else _S_IFREG | 0o600
         if mode & _S_IFMT == _S_IFLNK:
             mode = _S_IFREG | 0o600
-        ino = fmt.Inode(mode=mode, nlink=1, mtime=self.date, atime=self.date, ctime=self.date)
-        self._header(fmt.TS_INODE, num, ino)
+        self._stat_header(fmt.TS_INODE, num, _fake_stat(mode, self.date), 0, 1, 0)
 
     def _write_file(self, dfd: int, drel: bytes, num: int, dtype: int, name: bytes) -> None:
-        rel = drel + b"/" + name if drel else name
         if dfd < 0:
-            self._vanished(num, dtype, rel, "directory gone")
+            self._vanished(num, dtype, drel + b"/" + name, "directory gone")
             return
         if dtype == 8:  # DT_REG: open first, so size and data come from one file
             try:
-                fd = os.open(name, _O_READ | _O_NOATIME, dir_fd=dfd)
-            except PermissionError:
-                try:
-                    fd = os.open(name, _O_READ, dir_fd=dfd)
-                except OSError as exc:
-                    self._vanished(num, dtype, rel, exc.strerror or "open failed")
-                    return
+                fd = os.open(name, self._o_read, dir_fd=dfd)
             except OSError as exc:
-                self._vanished(num, dtype, rel, exc.strerror or "open failed")
+                if exc.errno == errno.EPERM and self._o_read & _O_NOATIME:
+                    self._o_read = _O_READ  # O_NOATIME needs ownership or CAP_FOWNER
+                    self._write_file(dfd, drel, num, dtype, name)
+                    return
+                self._vanished(num, dtype, drel + b"/" + name, exc.strerror or "open failed")
                 return
             try:
                 st = os.fstat(fd)
                 if st.st_mode & _S_IFMT != _S_IFREG:
-                    self._vanished(num, dtype, rel, "type changed")
+                    self._vanished(num, dtype, drel + b"/" + name, "type changed")
                     return
-                flags = self._flags(fd, st.st_dev)
-                attrs = self._xattrs(fd, rel)
-                ino = fmt.inode_from_stat(st, flags=flags)
-                off = self._write_regular(fd, num, ino, st)
+                dev = st.st_dev
+                flags = self._flags(fd, dev) if dev not in self.no_flags else 0
+                try:
+                    xnames = os.listxattr(fd)
+                except OSError:
+                    xnames = None
+                off = self._write_regular(fd, num, st, flags)
+                attrs = self._xattrs(fd, drel + b"/" + name, xnames) if xnames else None
             finally:
                 os.close(fd)
-        else:
+            if attrs:
+                self._write_ea(num, st, st.st_nlink, flags, attrs, drel + b"/" + name)
+            if self.hist is not None:
+                self.hist.add_node(st, num, off)
+            return
+        rel = drel + b"/" + name if drel else name
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError as exc:
+            self._vanished(num, dtype, rel, exc.strerror or "stat failed")
+            return
+        fmode = st.st_mode & _S_IFMT
+        if fmode in (_S_IFREG, _S_IFDIR) or fmode >> 12 != dtype:
+            self._vanished(num, dtype, rel, "type changed")
+            return
+        path = b"/proc/self/fd/%d/%s" % (dfd, name)
+        attrs = self._xattrs(path, rel)
+        if fmode == _S_IFLNK:
             try:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                target = os.fsencode(os.readlink(name, dir_fd=dfd))
             except OSError as exc:
-                self._vanished(num, dtype, rel, exc.strerror or "stat failed")
+                self._vanished(num, dtype, rel, exc.strerror or "readlink failed")
                 return
-            fmode = st.st_mode & _S_IFMT
-            if fmode in (_S_IFREG, _S_IFDIR) or fmode >> 12 != dtype:
-                self._vanished(num, dtype, rel, "type changed")
-                return
-            path = b"/proc/self/fd/%d/%s" % (dfd, name)
-            attrs = self._xattrs(path, rel)
-            if fmode == _S_IFLNK:
-                try:
-                    target = os.readlink(name, dir_fd=dfd)
-                except OSError as exc:
-                    self._vanished(num, dtype, rel, exc.strerror or "readlink failed")
-                    return
-                target = os.fsencode(target)
-                ino = fmt.inode_from_stat(st, size=len(target))
-                off = self._write_blob(num, ino, target + b"\0")
-            else:
-                ino = fmt.inode_from_stat(st, size=0)
-                off = self._header(fmt.TS_INODE, num, ino)
+            off = self._write_blob(num, st, len(target), st.st_nlink, 0, target + b"\0")
+        else:
+            off = self._stat_header(fmt.TS_INODE, num, st, 0, st.st_nlink, 0)
         if attrs:
-            self._write_ea(num, ino, attrs, rel)
+            self._write_ea(num, st, st.st_nlink, 0, attrs, rel)
         if self.hist is not None:
             self.hist.add_node(st, num, off)
 
-    def _write_regular(self, fd: int, num: int, ino: fmt.Inode, st: os.stat_result) -> int:
+    def _write_regular(self, fd: int, num: int, st: os.stat_result, flags: int) -> int:
         size = st.st_size
+        out = self.out
+        if size <= _CHUNK and st.st_blocks * 512 >= size:
+            # the common case: one header, the data read straight behind it
+            cnt = (size + 1023) >> 10
+            need = (cnt + 1) << 10
+            if out.pos + need > _BUF_SIZE:
+                out.flush()
+            pos = out.pos
+            off = out.flushed + pos
+            self.pk.pack_stat(
+                out.buf, pos, fmt.TS_INODE, off >> 10, num, st, size, st.st_nlink, flags,
+                cnt, _ONES[:cnt], fmt.ones_addr_sum(cnt),
+            )  # fmt: skip
+            p = pos + fmt.TP_BSIZE
+            end = pos + need
+            got = os.preadv(fd, [out.mv[p : p + size]], 0) if size else 0
+            while got < size:
+                r = os.preadv(fd, [out.mv[p + got : p + size]], got)
+                if r <= 0:
+                    self._warn(f"inode {num} shrank while being read; padded with zeros")
+                    break
+                got += r
+            if p + got < end:
+                out.mv[p + got : end] = _ZEROS[: end - p - got]
+            out.pos = end
+            return off
         nblk = -(-size // fmt.TP_BSIZE)
         sparse = size > 0 and st.st_blocks * 512 < size
         extents = _data_extents(fd, size) if sparse else None
         cur: tuple[int, int] | None = next(extents, None) if extents is not None else None
-        out = self.out
         first = 0
         h = 0
         eof = False  # the file shrank: the rest is zeros
@@ -534,7 +598,7 @@ class DumpWriter:
             cnt = min(fmt.TP_NINDIR, nblk - base)
             lo = base * fmt.TP_BSIZE
             if extents is None:
-                addr, asum = fmt.ones(cnt), fmt.ones_addr_sum(cnt)
+                addr, asum = _ONES[:cnt], fmt.ones_addr_sum(cnt)
                 runs = [(0, cnt)] if cnt else []
             else:
                 hi = lo + cnt * fmt.TP_BSIZE
@@ -544,16 +608,17 @@ class DumpWriter:
                     b1 = min(cur[1], hi) - lo
                     if b1 > b0:
                         k0, k1 = b0 >> 10, -(-b1 // fmt.TP_BSIZE)
-                        marks[k0:k1] = b"\x01" * (k1 - k0)
+                        marks[k0:k1] = _ONES[: k1 - k0]
                     if cur[1] > hi:
                         break
                     cur = next(extents, None)
                 addr = bytes(marks)
-                asum = None
+                asum = fmt.addr_sum(addr)
                 runs = _runs(addr)
-            off = self._header(
-                fmt.TS_INODE if h == 0 else fmt.TS_ADDR, num, ino, count=cnt, addr=addr, asum=asum
-            )
+            off = self._stat_header(
+                fmt.TS_INODE if h == 0 else fmt.TS_ADDR, num, st, size, st.st_nlink, flags,
+                cnt, addr, asum,
+            )  # fmt: skip
             if h == 0:
                 first = off
             for k0, k1 in runs:
@@ -572,12 +637,21 @@ class DumpWriter:
                             break
                         got += r
                     if got < n:
-                        out.buf[out.pos + got : out.pos + n] = bytes(n - got)
+                        out.mv[out.pos + got : out.pos + n] = _ZEROS[: n - got]
                     out.pos += n
                     pos += n
             h += 1
             if h * fmt.TP_NINDIR >= nblk:
                 return first
+
+
+def _fake_stat(mode: int, date: int) -> os.stat_result:
+    """Stand-in metadata for an entry that vanished between the two passes."""
+    ns = date * 1_000_000_000
+    return os.stat_result(
+        (mode, 0, 0, 1, 0, 0, 0, date, date, date),
+        {"st_atime_ns": ns, "st_mtime_ns": ns, "st_ctime_ns": ns, "st_blocks": 0, "st_rdev": 0},
+    )
 
 
 def _runs(addr: bytes) -> list[tuple[int, int]]:
