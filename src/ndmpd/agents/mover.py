@@ -112,6 +112,8 @@ class MoverService:
             end, self.end = self.end, None
             listen, self.listen_sock = self.listen_sock, None
         if end is not None:
+            if reason == MoverHaltReason.CONNECT_CLOSED:
+                end.close_write()  # an orderly end: the data side reads what is left, then EOF
             end.close()
         if listen is not None:
             self.session.server.ports.release(listen.getsockname()[1])

@@ -27,7 +27,7 @@ from ndmpd.protocol.constants import (
 from ndmpd.server import authn, fsinfo
 from ndmpd.server.session import NO_REPLY, Session
 
-MAX_TAPE_READ = 16 << 20  # one record per TAPE_READ; a reply must stay one sane message
+MAX_TAPE_READ = m.MAX_SEND_DATA  # one record per TAPE_READ; the reply must fit one fragment
 
 Handler = Callable[[Session, Any], Any]
 HANDLERS: dict[Message, Handler] = {}
