@@ -41,7 +41,7 @@ from ndmpd.tapes.image import (
 MiB = 1 << 20
 WRITE_BUFFER = 8 * MiB
 READ_BUFFER = 4 * MiB
-DIRECT_READ = 1 * MiB  # records at least this large are read straight into the caller's buffer
+DIRECT_READ = 64 * 1024  # records this large are read straight into the caller's buffer
 MAX_FIXED_READ = 64 * MiB  # one fixed-block read may span many blocks; bound the allocation
 
 
@@ -479,7 +479,12 @@ class TapeDrive:
                 if size == 0:
                     raise TapeError(Error.EOF_ERR, "filemark")
                 n = size if size < count else count
-                self._copy_out(view, data + (p - first) * size, n)
+                off = data + (p - first) * size
+                rb = off - self._rb_off
+                if rb >= 0 and rb + n <= self._rb_len:
+                    view[:n] = self._rview[rb : rb + n]  # type: ignore[index]
+                else:
+                    self._copy_out(view, off, n)
                 self._pos = p + 1
                 self._blockno += 1
                 self._pos_bytes += size
