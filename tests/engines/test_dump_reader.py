@@ -281,3 +281,14 @@ def test_abort(own_stream, tmp_path):
     ev.set()
     with pytest.raises(Aborted):
         recover(own_stream, tmp_path, abort=ev)
+
+
+def test_255_byte_names_roundtrip(tmp_path):
+    """Debian restore mangles them (spec 16.15); our writer and reader must not."""
+    src = tmp_path / "src"
+    (src / ("D" * 255)).mkdir(parents=True)
+    (src / ("D" * 255) / ("F" * 255)).write_bytes(b"x")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    recover(backup(src)[0], dest)
+    assert_same_tree(src, dest, mtime_precision_ns=1000)
