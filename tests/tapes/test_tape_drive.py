@@ -10,12 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeDrive
 
 from ndmpd.protocol.constants import Error, MtioOp, TapeOpenMode, TapeStateFlag
 from ndmpd.tapes import TapeDrive, TapeError, TapeState
 
 RDWR, READ, RAW = TapeOpenMode.RDWR, TapeOpenMode.READ, TapeOpenMode.RAW
+MakeDrive = Callable[..., TapeDrive]  # the make_drive fixture of conftest.py
 
 
 def error_of(fn: Callable[..., object], *args: object) -> Error:
@@ -132,6 +132,14 @@ def test_zero_counts(make_drive: MakeDrive) -> None:
     assert d.readinto(bytearray()) == 0
     assert pos(d) == (0, 0)  # count 0 does not move
     assert d.read(10) == b"data"
+    d.close()
+
+
+def test_readinto_needs_writable_buffer(make_drive: MakeDrive) -> None:
+    d = make_drive()
+    d.open(RDWR)
+    with pytest.raises(TypeError):
+        d.readinto(b"immutable")  # type: ignore[arg-type]
     d.close()
 
 
