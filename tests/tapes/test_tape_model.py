@@ -228,3 +228,83 @@ TapeMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestTapeModel = TapeMachine.TestCase
+
+
+BLOCK = 512
+
+
+class FixedModelTape(ModelTape):
+    """Fixed-block mode: a write of k blocks is k records; a read returns whole blocks up to
+    a filemark or blank tape."""
+
+    def write(self, data: bytes) -> int | Error:
+        before = self.used()
+        if before + len(data) > CAPACITY:
+            return Error.IO_ERR
+        if before >= EARLY_WARNING:
+            if not self.ew_signalled:
+                self.ew_signalled = True
+                return Error.EOM_ERR
+        else:
+            self.ew_signalled = False
+        del self.elems[self.pos :]
+        blocks = [data[i : i + BLOCK] for i in range(0, len(data), BLOCK)]
+        self.elems.extend(blocks)
+        self.pos += len(blocks)
+        self.dirty = True
+        return len(data)
+
+    def read(self, count: int) -> bytes | Error:
+        if count == 0:
+            return b""
+        if self.pos >= len(self.elems):
+            return Error.EOM_ERR
+        if self.elems[self.pos] is FM:
+            return Error.EOF_ERR
+        out = b""
+        while len(out) < count and self.pos < len(self.elems):
+            e = self.elems[self.pos]
+            if e is FM:
+                break
+            out += e
+            self.pos += 1
+        return out
+
+
+class FixedTapeMachine(TapeMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = FixedModelTape()
+
+    def new_drive(self) -> TapeDrive:
+        return TapeDrive(
+            "f",
+            self.dir / "f.img",
+            CAPACITY,
+            block_size=BLOCK,
+            early_warning=EARLY_WARNING,
+            durable=False,
+            write_buffer=64 * 1024,
+        )
+
+    @precondition(lambda self: self.drive.mode != TapeOpenMode.READ)
+    @rule(size=st.one_of(st.integers(0, 12), st.sampled_from([20, 140, 260])))
+    def write(self, size: int) -> None:
+        super().write(size * BLOCK)
+
+    @rule(count=st.sampled_from([0, 1, 2, 5, 200]))
+    def read(self, count: int) -> None:
+        super().read(count * BLOCK)
+
+    @rule(count=st.sampled_from([1, 3, 300]))
+    def readinto(self, count: int) -> None:
+        super().readinto(count * BLOCK)
+
+
+FixedTapeMachine.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestFixedTapeModel = FixedTapeMachine.TestCase
