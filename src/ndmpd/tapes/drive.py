@@ -161,7 +161,11 @@ class TapeDrive:
             self.loaded = True
             self._pos = 0
             if self.is_open:
-                self._attach()
+                try:
+                    self._attach()
+                except TapeError:
+                    self.loaded = False
+                    raise
             self._refresh_position()
             self._update_gates()
 
@@ -462,6 +466,8 @@ class TapeDrive:
         view = memoryview(buf)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
+        if view.readonly:
+            raise TypeError("readinto needs a writable buffer")
         with self._lock:
             if self.block_size == 0:
                 # hot path: variable-block record, the common case for the mover
