@@ -53,11 +53,11 @@ def test_query_with_text_auth_when_plaintext_enabled(tmp_path, ndmjob: str) -> N
 
 
 def test_ndmjob_tape_conformance_suite_runs_to_the_end(
-    server: ServerProcess, ndmjob: str, gmalloc_shim: str
+    server: ServerProcess, ndmjob: str, ndmjob_shim: str
 ) -> None:
     out = run_ndmjob(
         ["-v", "-o", "test-tape", "-T", server.agent(), "-f", "nrst0a"],
-        env={"LD_PRELOAD": gmalloc_shim},
+        env={"LD_PRELOAD": ndmjob_shim},
         timeout=600,
     )
     text = out.stdout + out.stderr
@@ -68,3 +68,6 @@ def test_ndmjob_tape_conformance_suite_runs_to_the_end(
         assert phase in names, f"{phase} missing from:\n{text[-3000:]}"
     assert all(int(p[2]) == 0 and int(p[3]) == 0 for p in phases), phases
     assert "Failed" not in text
+    final = re.search(r"FINAL test-tape (\w+) -- pass=(\d+) warn=(\d+) fail=(\d+)", text)
+    assert final is not None and final.group(1) == "Passed", text[-2000:]
+    assert final.group(3) == "0" and final.group(4) == "0"

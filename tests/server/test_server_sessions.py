@@ -234,6 +234,28 @@ def test_tape_write_read_through_the_protocol(shared_server: ServerProcess, pw: 
         c.call(Message.TAPE_CLOSE, check=True)
 
 
+def test_t_bwr_label_pass_that_ndmjob_cannot_compare(shared_server: ServerProcess, pw: str) -> None:
+    """ndmjob's T-BWR phase writes this record and reads it back, but its own compare is
+    broken on signed-char platforms (README); this is the same check, done right."""
+    record = bytes(((i - 4) & 0xFF) for i in range(1024))
+    rdwr = m.TapeOpenRequest(device="nrst1a", mode=TapeOpenMode.RDWR)
+    with authed(shared_server, pw) as c:
+        for count in (1024, 65536):  # pass 0 reads exactly, pass 1 with a larger buffer
+            c.call(Message.TAPE_OPEN, rdwr, check=True)
+            c.call(Message.TAPE_MTIO, m.TapeMtioRequest(MtioOp.REW, 1), check=True)
+            c.call(Message.TAPE_WRITE, m.TapeWriteRequest(record), check=True)
+            c.call(Message.TAPE_MTIO, m.TapeMtioRequest(MtioOp.EOF, 1), check=True)
+            c.call(Message.TAPE_CLOSE, check=True)
+            c.call(Message.TAPE_OPEN, rdwr, check=True)
+            c.call(Message.TAPE_MTIO, m.TapeMtioRequest(MtioOp.REW, 1), check=True)
+            got = c.call(Message.TAPE_READ, m.TapeReadRequest(count), check=True).body.data_in
+            assert bytes(got) == record
+            assert c.call(Message.TAPE_READ, m.TapeReadRequest(1024)).error == Error.EOF_ERR
+            c.call(Message.TAPE_MTIO, m.TapeMtioRequest(MtioOp.FSF, 1), check=True)
+            assert c.call(Message.TAPE_READ, m.TapeReadRequest(1024)).error == Error.EOM_ERR
+            c.call(Message.TAPE_CLOSE, check=True)
+
+
 # ---- load and fuzz ------------------------------------------------------------------------
 
 

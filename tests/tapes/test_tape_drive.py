@@ -167,7 +167,7 @@ def test_filemark_read_stays_on_bot_side(make_drive: MakeDrive) -> None:
     for _ in range(3):
         assert error_of(d.read, 10) == Error.EOF_ERR
         assert error_of(d.readinto, bytearray(10)) == Error.EOF_ERR
-        assert pos(d) == (0, 1)
+        assert pos(d) == (0, 0xFFFFFFFF)  # blockno unknown after a filemark read
     assert d.mtio(MtioOp.FSF, 1) == 0
     assert pos(d) == (1, 0)
     assert d.read(10) == b"two"
@@ -223,10 +223,8 @@ def test_write_protect(make_drive: MakeDrive) -> None:
 # -- implicit filemark ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "op", [MtioOp.REW, MtioOp.FSF, MtioOp.BSF, MtioOp.FSR, MtioOp.BSR, MtioOp.OFF]
-)
-def test_implicit_filemark_before_mtio(make_drive: MakeDrive, op: MtioOp) -> None:
+@pytest.mark.parametrize("op", [MtioOp.REW, MtioOp.OFF])
+def test_implicit_filemark_before_rewind_and_unload(make_drive: MakeDrive, op: MtioOp) -> None:
     d = make_drive()
     d.open(RDWR)
     d.write(b"a")
@@ -243,14 +241,37 @@ def test_implicit_filemark_before_mtio(make_drive: MakeDrive, op: MtioOp) -> Non
     d.close()
 
 
-def test_implicit_filemark_positions_after_it(make_drive: MakeDrive) -> None:
+def test_spacing_after_a_write_adds_no_filemark(make_drive: MakeDrive) -> None:
+    """ndmjob's T-BWR: one record, then BSR/FSR move over it with no filemark between."""
+    d = make_drive()
+    d.open(RDWR)
+    d.mtio(MtioOp.REW, 1)
+    d.write(b"x" * 512)
+    assert d.mtio(MtioOp.BSR, 100) == 99
+    assert d.mtio(MtioOp.FSR, 100) == 99
+    assert d.mtio(MtioOp.FSR, 100) == 100
+    assert d.mtio(MtioOp.FSF, 100) == 100
+    d.close()
+    d.open(READ)
+    d.mtio(MtioOp.REW, 1)
+    assert d.read(1024) == b"x" * 512
+    assert error_of(d.read, 5) == Error.EOM_ERR  # no filemark: spacing left the tape as it was
+    d.close()
+
+
+@pytest.mark.parametrize("op", [MtioOp.FSF, MtioOp.BSF, MtioOp.FSR, MtioOp.BSR])
+def test_close_after_spacing_writes_no_filemark(make_drive: MakeDrive, op: MtioOp) -> None:
     d = make_drive()
     d.open(RDWR)
     for i in range(3):
         d.write(rec(i))
-    assert d.mtio(MtioOp.BSF, 1) == 0  # writes FM, stands after it, then spaces back over it
-    assert pos(d) == (0, 3)
-    assert error_of(d.read, 100) == Error.EOF_ERR
+    d.mtio(op, 0)
+    d.close()  # the write session ended with the spacing operation
+    d.open(READ)
+    d.mtio(MtioOp.REW, 1)
+    for i in range(3):
+        assert d.read(100) == rec(i)
+    assert error_of(d.read, 100) == Error.EOM_ERR
     d.close()
 
 

@@ -26,6 +26,7 @@ class ModelTape:
         self.pos = 0
         self.dirty = False
         self.ew_signalled = False
+        self.blockno_unknown = False  # a read stopped at a filemark (ndmjob's T-READ wants -1)
 
     def used(self, pos: int | None = None) -> int:
         return sum(len(e) for e in self.elems[: self.pos if pos is None else pos] if e)
@@ -34,6 +35,8 @@ class ModelTape:
         return self.elems[: self.pos].count(FM)
 
     def blockno(self) -> int:
+        if self.blockno_unknown:
+            return 0xFFFFFFFF
         marks = [i for i, e in enumerate(self.elems[: self.pos]) if e is FM]
         return self.pos - (marks[-1] + 1 if marks else 0)
 
@@ -55,6 +58,7 @@ class ModelTape:
         self.elems.append(data)
         self.pos += 1
         self.dirty = True
+        self.blockno_unknown = False
         return len(data)
 
     def filemarks(self, n: int) -> None:
@@ -62,6 +66,8 @@ class ModelTape:
         self.elems.extend([FM] * n)
         self.pos += n
         self.dirty = False
+        if n:
+            self.blockno_unknown = False
 
     def read(self, count: int) -> bytes | Error:
         if count == 0:
@@ -70,8 +76,10 @@ class ModelTape:
             return Error.EOM_ERR
         e = self.elems[self.pos]
         if e is FM:
+            self.blockno_unknown = True
             return Error.EOF_ERR
         self.pos += 1
+        self.blockno_unknown = False
         return e[:count]
 
     def mtio(self, op: MtioOp, count: int) -> int:
@@ -81,8 +89,10 @@ class ModelTape:
             if count:
                 self.filemarks(count)
             return 0
-        if self.dirty:
-            self.filemarks(1)
+        self.blockno_unknown = False
+        if self.dirty and op in (MtioOp.REW, MtioOp.OFF):
+            self.filemarks(1)  # REW/OFF end the write session; spacing does not
+        self.dirty = False
         resid = 0
         if op == MtioOp.REW:
             self.pos = 0
@@ -200,6 +210,7 @@ class TapeMachine(RuleBasedStateMachine):
             self.model.filemarks(1)
         self.drive.open(mode)  # no-rewind: the head stays where it was
         self.model.ew_signalled = False
+        self.model.blockno_unknown = False  # opening reads the position again
 
     @rule()
     def restart(self) -> None:
@@ -212,6 +223,7 @@ class TapeMachine(RuleBasedStateMachine):
         self.model.pos = 0
         self.model.moved()
         self.model.ew_signalled = False
+        self.model.blockno_unknown = False
 
     @invariant()
     def state_matches(self) -> None:
@@ -252,6 +264,7 @@ class FixedModelTape(ModelTape):
         self.elems.extend(blocks)
         self.pos += len(blocks)
         self.dirty = True
+        self.blockno_unknown = False
         return len(data)
 
     def read(self, count: int) -> bytes | Error:
@@ -260,7 +273,9 @@ class FixedModelTape(ModelTape):
         if self.pos >= len(self.elems):
             return Error.EOM_ERR
         if self.elems[self.pos] is FM:
+            self.blockno_unknown = True
             return Error.EOF_ERR
+        self.blockno_unknown = False
         out = b""
         while len(out) < count and self.pos < len(self.elems):
             e = self.elems[self.pos]

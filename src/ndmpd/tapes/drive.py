@@ -483,6 +483,7 @@ class TapeDrive:
                 if not first <= p < end:
                     _c, first, end, size, data = self._locate(p)
                 if size == 0:
+                    self._hit_filemark()
                     raise TapeError(Error.EOF_ERR, "filemark")
                 n = size if size < count else count
                 off = data + (p - first) * size
@@ -532,6 +533,7 @@ class TapeDrive:
         if not first <= p < end:
             _c, first, end, size, data = self._locate(p)
         if size == 0:
+            self._hit_filemark()
             raise TapeError(Error.EOF_ERR, "filemark")
         if not bs:
             n = min(size, count)
@@ -632,11 +634,16 @@ class TapeDrive:
                     self._write_filemarks(count)
                     self._err = False
                 return 0
-            if self._dirty:
+            # The implicit filemark ends a write session: REW and OFF write it (as TAPE_CLOSE
+            # does); spacing over just-written records does not (ndmjob's T-BWR expects a
+            # BSR/FSR over a record with no filemark, as Linux st drives behave).
+            if self._dirty and op in (MtioOp.REW, MtioOp.OFF):
                 self._dirty = False
                 self._write_filemarks(1)
-            elif self._pcount:
-                self._flush_pending()
+            else:
+                self._dirty = False
+                if self._pcount:
+                    self._flush_pending()
             if op == MtioOp.REW:
                 self._pos = 0
                 resid = 0
@@ -687,6 +694,11 @@ class TapeDrive:
         new = max(p - count, limit)
         self._pos = new
         return count - (p - new)
+
+    def _hit_filemark(self) -> None:
+        """A read stopped at a filemark: report blockno as unknown (all-ones) until the next
+        positioning, as ndmjob's T-READ expects of a v4 server (spec §9 allows it)."""
+        self._snap = (self._file_num, MAX_U32, self._pos_bytes)
 
     def _refresh_position(self) -> None:
         idx = self._idx
