@@ -24,6 +24,7 @@ def write_config(
     mode: str = "svm",
     svms: dict[str, list[str]] | None = None,
     extra: str = "",
+    tls: bool = False,
 ) -> Path:
     tapes = tapes or {"nrst0a": "1G", "nrst1a": "1G", "nrst2a": "1G", "nrst3a": "1G"}
     svms = svms or {"svm1": ["vol1"]}
@@ -35,7 +36,7 @@ def write_config(
         'data_port_range = "0-0"',
         "[rest]",
         'listen = "127.0.0.1:0"',
-        "tls = false",
+        f"tls = {'true' if tls else 'false'}",
     ]
     for svm, vols in svms.items():
         lines += ["[[svm]]", f'name = "{svm}"']
