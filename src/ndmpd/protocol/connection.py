@@ -367,6 +367,16 @@ class NdmpConnection:
         data, _ = self._build(MessageType.REQUEST, int(code), 0, 0, body)
         return data
 
+    def send_post_encoded(self, code: Message, body: bytes) -> bytes:
+        """Framed post whose body was already XDR-encoded (``encode_body``), so that a worker
+        thread can do the encoding of large file-history posts off the event loop."""
+        if self.role != "server":
+            raise RuntimeError("only the server role sends posts")
+        if code not in POSTS:
+            raise ValueError(f"{code!r} is not a post")
+        data, _ = self._build(MessageType.REQUEST, int(code), 0, 0, body)
+        return data
+
     def send_request(
         self, code: Message | int, body: object | bytes | None = None
     ) -> tuple[bytes, int]:

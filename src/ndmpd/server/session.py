@@ -160,6 +160,15 @@ class Session(asyncio.Protocol):
         self.log.debug("post %s", code.name)
         self.send(self.conn.send_post(code, body))
 
+    def _post_encoded(self, code: Message, body: bytes) -> None:
+        self.log.debug("post %s (%d bytes)", code.name, len(body))
+        self.send(self.conn.send_post_encoded(code, body))
+
+    def post_encoded_threadsafe(self, code: Message, body: bytes) -> None:
+        """A post whose body a worker thread has encoded already (file history)."""
+        if not self.closing:
+            self.server.loop.call_soon_threadsafe(self._post_encoded, code, body)
+
     def post_threadsafe(self, code: Message, body: Any) -> None:
         """Send a post from a worker thread (data and mover workers)."""
         loop = self.server.loop
