@@ -287,3 +287,32 @@ def test_restore_keeps_owners_as_root(srv: ServerProcess) -> None:
 
 def test_tools_exist() -> None:
     assert shutil.which("restore") and shutil.which("tar")
+
+
+def test_files_subset_backs_up_only_the_named_entries(srv: ServerProcess, tmp_path: Path) -> None:
+    idx = tmp_path / "files.idx"
+    ok(
+        run_ndmjob(
+            [
+                "-c",
+                "-v",
+                "-D",
+                srv.agent(),
+                "-B",
+                "tar",
+                "-C",
+                "/svm1/vol1/src",
+                "-f",
+                "nrst0a",
+                "-I",
+                str(idx),
+                "sizes",
+                "hello.txt",
+            ]
+        )
+    )
+    names = {
+        line.split(b" ")[1] for line in idx.read_bytes().splitlines() if line.startswith(b"DHf ")
+    }
+    assert {b"/sizes", b"/sizes/511", b"/hello.txt"} <= names
+    assert not any(n.startswith(b"/links") or n == b"/xattrs.txt" for n in names), names

@@ -161,7 +161,9 @@ def parse_backup_env(pairs: Sequence[tuple[str, str]], butype: str, session: Ses
         flag(env, name, default)
     excludes = split_excludes(env.get("EXCLUDE", ""))
     files: list[bytes] = []
-    for raw in (env.get("FILES") or "").split(","):
+    # ndmjob sends one FILES pair per name; a value may also hold several names, one per line
+    values = [value for name, value in pairs if name == "FILES"]
+    for raw in (line for value in values for line in value.split("\n")):
         item = raw.strip().strip("/")
         if not item:
             continue
