@@ -249,12 +249,12 @@ def test_openapi_document_matches_responses(shared_server: ServerProcess) -> Non
             "/api/svm/svms/{uuid}",
             "/api/protocols/ndmp",
             "/api/protocols/ndmp/nodes",
-            "/api/protocols/ndmp/nodes/{node.uuid}",
+            "/api/protocols/ndmp/nodes/{node_uuid}",
             "/api/protocols/ndmp/svms",
-            "/api/protocols/ndmp/svms/{svm.uuid}",
-            "/api/protocols/ndmp/svms/{svm.uuid}/passwords/{user}",
+            "/api/protocols/ndmp/svms/{svm_uuid}",
+            "/api/protocols/ndmp/svms/{svm_uuid}/passwords/{user}",
             "/api/protocols/ndmp/sessions",
-            "/api/protocols/ndmp/sessions/{owner.uuid}/{session.id}",
+            "/api/protocols/ndmp/sessions/{owner_uuid}/{session_id}",
         }
         assert set(doc["paths"]) == expected
         svm = c.get("/api/svm/svms").json()["records"][0]
@@ -267,8 +267,8 @@ def test_openapi_document_matches_responses(shared_server: ServerProcess) -> Non
             "/api/svm/svms/{uuid}": f"/api/svm/svms/{svm['uuid']}",
             "/api/protocols/ndmp": "/api/protocols/ndmp",
             "/api/protocols/ndmp/svms": "/api/protocols/ndmp/svms",
-            "/api/protocols/ndmp/svms/{svm.uuid}": f"/api/protocols/ndmp/svms/{svm['uuid']}",
-            "/api/protocols/ndmp/svms/{svm.uuid}/passwords/{user}": (
+            "/api/protocols/ndmp/svms/{svm_uuid}": f"/api/protocols/ndmp/svms/{svm['uuid']}",
+            "/api/protocols/ndmp/svms/{svm_uuid}/passwords/{user}": (
                 f"/api/protocols/ndmp/svms/{svm['uuid']}/passwords/admin"
             ),
             "/api/protocols/ndmp/sessions": SESSIONS,

@@ -115,10 +115,10 @@ def _operation(ep: Endpoint, method: str, op: Op) -> Json:
     ref = {"$ref": f"#/components/schemas/{op.record.name}"}
     params: list[Json] = [
         {
-            "name": key,
+            "name": key.replace(".", "_"),
             "in": "path",
             "required": True,
-            "description": f"The `{key}` key (form-encoded, as the netapp-ontap client sends).",
+            "description": f"ONTAP's `{key}` key (form-encoded, as the netapp-ontap client sends).",
             "schema": {"type": "string"},
         }
         for key in ep.keys
@@ -181,7 +181,9 @@ def document() -> Json:
                     f"{op.record.name}_response", openapi_collection_schema(op.record)
                 )
         if item:
-            paths[ep.path] = item
+            # Path parameters are named with `_` for `.` (`{owner_uuid}`): tools such as
+            # schemathesis cannot fill dotted path parameter names.
+            paths[ep.route_path] = item
     return {
         "openapi": "3.0.3",
         "info": {
