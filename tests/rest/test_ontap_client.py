@@ -271,7 +271,12 @@ def test_generated_password_authenticates_md5_backup(
     assert missing.value.status_code == 404
 
 
-def test_https_with_the_self_signed_certificate(tmp_path: Path) -> None:
+def test_https_with_the_self_signed_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # requests lets these variables override a session's `verify` (the pinned file below).
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(var, raising=False)
     srv = start_server(tmp_path / "tls", tls=True)
     try:
         assert srv.rest_url and srv.rest_url.startswith("https://")
