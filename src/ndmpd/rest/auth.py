@@ -90,6 +90,8 @@ class Authenticator:
             hit = self._ok.get(cache_key)
             now = time.monotonic()
             if hit is not None and now - hit[1] < SUCCESS_TTL:
+                if self._failures:
+                    self._failures.pop(address, None)  # a success resets the slow-down
                 return hit[0]
         failures = self._current_failures(address)
         if failures is not None and failures.count >= FREE_FAILURES:
