@@ -357,3 +357,57 @@ def test_socket_is_skipped_and_logged(tmp_path: Path) -> None:
     data, logs = backup(src)
     assert any("socket" in m for _, m in logs)
     assert b"./sock" not in data
+
+
+def test_small_file_fast_path_matches_general_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-place small-file path writes byte for byte what the general path writes."""
+    import time
+
+    from ndmpd.engines.tar import writer
+
+    root = tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    now = time.time_ns()
+    files = {
+        "empty": b"",
+        "one": b"x",
+        "block": b"b" * 512,
+        "odd": os.urandom(4097),
+        "sub/" + "n" * 95: b"long name",  # "./sub/n...": 101 bytes, a path record
+        "sub/caf\u00e9": b"non-ascii name",
+        "sub/ns": b"whole-second and odd times",
+    }
+    for i, (name, data) in enumerate(files.items()):
+        p = root / name
+        p.write_bytes(data)
+        # atime after mtime and ctime: reading does not move it (relatime)
+        os.utime(p, ns=(now + 3600 * 10**9 + i, now - 3600 * 10**9 + 123_456_789 * i))
+    os.utime(root / "sub/ns", ns=(now + 3600 * 10**9, (now // 10**9 - 7200) * 10**9))
+    os.setxattr(root / "one", b"user.k", b"v")  # xattrs: the general path
+    os.chmod(root / "odd", 0o4751)
+    os.link(root / "block", root / "block.link")  # links: the general path
+    for d in (root / "sub", root):  # listing a directory must not move its atime either
+        os.utime(d, ns=(now + 3600 * 10**9, now - 3600 * 10**9))
+
+    def run() -> tuple[bytes, list[tuple[bytes, int, int]]]:
+        h = History()
+        data, logs = backup(root, history=h)
+        assert not logs
+        return data, [(p, st.st_mtime_ns, off) for p, st, _, off in h.files]
+
+    taken: list[bool] = []
+    small_file = writer.TarWriter._small_file
+
+    def counting(self: writer.TarWriter, *a: object) -> bool:
+        taken.append(small_file(self, *a))  # type: ignore[arg-type]
+        return taken[-1]
+
+    monkeypatch.setattr(writer.TarWriter, "_small_file", counting)
+    fast = run()
+    assert taken.count(True) == 3  # empty, odd, sub/ns
+    monkeypatch.setattr(writer, "SMALL_MAX", -1)
+    general = run()
+    assert fast == general
+    assert len(fast[0]) % 10240 == 0

@@ -36,7 +36,8 @@ XHD, XGL, GNU_LONGNAME, GNU_LONGLINK, GNU_SPARSE = b"x", b"g", b"L", b"K", b"S"
 MAGIC_USTAR = b"ustar\x0000"
 MAGIC_GNU = b"ustar  \x00"
 
-_HDR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
+HDR_FORMAT = "100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x"  # the ustar header block
+_HDR = struct.Struct(HDR_FORMAT)
 assert _HDR.size == BLOCK
 _CHK_SPACES = b"        "
 
