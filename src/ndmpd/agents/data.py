@@ -11,9 +11,7 @@ DATA_GET_STATE lives here, and the REST layer reads the same fields.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import stat
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -38,6 +36,7 @@ from ndmpd.protocol.constants import (
     HasAssociatedMessage,
     LogType,
     Message,
+    MoverState,
     RecoveryStatus,
 )
 
@@ -134,7 +133,8 @@ class DataService:
                 return False
             self._apply(what)
             self.halt_reason = reason
-            self.abort_event.set() if reason != DataHaltReason.SUCCESSFUL else None
+            if reason != DataHaltReason.SUCCESSFUL:
+                self.abort_event.set()  # the engine thread stops at its next check
             end, self.end = self.end, None
             listen, self.listen_sock = self.listen_sock, None
             self.listening_local = False
@@ -207,8 +207,6 @@ class DataService:
         self._check(Message.DATA_CONNECT)
         if addr.addr_type == AddrType.LOCAL:
             mover = self.session.mover
-            from ndmpd.protocol.constants import MoverState
-
             if mover.state != MoverState.LISTEN or mover.addr_type != AddrType.LOCAL:
                 raise NdmpError(
                     Error.ILLEGAL_STATE_ERR, "DATA_CONNECT(LOCAL) needs a mover listening LOCAL"
@@ -486,10 +484,3 @@ class DataService:
                 read_offset=self.read_offset,
                 read_length=self.read_length,
             )
-
-
-def is_dir(path: bytes) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError:
-        return False
