@@ -7,6 +7,7 @@ them (spec quirk Q5).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ndmpd.server.listener import NdmpServer
 
 OPENAPI_PATH = "/docs/api"
+_SLASHES = re.compile(r"/{2,}")
 
 
 def endpoints() -> list[Endpoint]:
@@ -48,7 +50,10 @@ class RawPath:
             raw = scope.get("raw_path")
             if raw:
                 scope = dict(scope)
-                scope["path"] = raw.split(b"?", 1)[0].decode("latin-1")
+                path = raw.split(b"?", 1)[0].decode("latin-1")
+                # Repeated slashes are one, as on ONTAP: Ansible's netapp.ontap joins
+                # `/api/` and `/protocols/...` into `/api//protocols/...`.
+                scope["path"] = _SLASHES.sub("/", path)
         await self.app(scope, receive, send)
 
 
