@@ -37,7 +37,7 @@ PLAY = """\
       validate_certs: true
       use_rest: always
   tasks:
-    - name: NDMP on svm1 with challenge and plaintext authentication
+    - name: NDMP settings of svm1
       netapp.ontap.na_ontap_ndmp:
         <<: *login
         vserver: svm1
@@ -127,7 +127,7 @@ def recap(output: str) -> dict[str, int]:
 def test_na_ontap_ndmp_changes_svm_settings_then_reports_no_change(
     tls_server: ServerProcess, tmp_path: Path
 ) -> None:
-    first = play(tls_server, tmp_path, enable=True, authtype=["challenge", "plaintext"])
+    first = play(tls_server, tmp_path, enable=False, authtype=["challenge", "plaintext"])
     counts = recap(first)
     assert counts["failed"] == 0 and counts["changed"] >= 1, first
     assert re.search(r"changed: \[localhost\]", first.split("generate the NDMP")[0]), first
@@ -136,11 +136,11 @@ def test_na_ontap_ndmp_changes_svm_settings_then_reports_no_change(
     with RestClient(endpoint, "admin", ADMIN_PASSWORD) as client:
         svm = client.collection("/api/protocols/ndmp/svms", {"fields": "*", "svm.name": "svm1"})
     assert sorted(svm[0]["authentication_types"]) == ["challenge", "plaintext"]
-    assert svm[0]["enabled"] is True
+    assert svm[0]["enabled"] is False
     # The password the module generated is the NDMP password of admin on svm1.
     assert (tmp_path / "generated.txt").read_text() == tls_server.ndmp_password()
 
-    second = play(tls_server, tmp_path, enable=True, authtype=["plaintext", "challenge"])
+    second = play(tls_server, tmp_path, enable=False, authtype=["plaintext", "challenge"])
     again = recap(second)
     # Only the file task could change, and it writes the same content: nothing changed.
     assert again["changed"] == 0 and again["failed"] == 0, second
@@ -151,3 +151,4 @@ def test_na_ontap_ndmp_changes_svm_settings_then_reports_no_change(
     with RestClient(endpoint, "admin", ADMIN_PASSWORD) as client:
         svm = client.collection("/api/protocols/ndmp/svms", {"fields": "*", "svm.name": "svm1"})
     assert svm[0]["authentication_types"] == ["challenge"]
+    assert svm[0]["enabled"] is True
