@@ -181,8 +181,8 @@ def test_tape_export_errors(state: Path, tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_sessions_placeholder(state: Path) -> None:
-    assert_clean_error(run("sessions", "list", "--state-dir", state), "not available yet")
+def test_sessions_without_a_password_is_a_clean_error(state: Path) -> None:
+    assert_clean_error(run("sessions", "list", "--state-dir", state), "NDMPD_REST_PASSWORD")
 
 
 def test_no_command_prints_usage() -> None:
