@@ -226,3 +226,49 @@ def test_large_device_numbers(tmp_path):
             if fmt.classify(data[i : i + 1024]) == "ok"]  # fmt: skip
     dev = [h for h in hdrs if h.ctype == fmt.TS_INODE and h.mode & 0o170000 == 0o020000]
     assert dev[0].db[0] == 0x11112C70 == struct.unpack("<I", struct.pack("<I", 0x11112C70))[0]
+
+
+def test_small_file_fast_path_matches_general_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-call small-file path writes byte for byte what the general path writes."""
+    import time
+
+    from ndmpd.engines.dump import writer
+
+    root = tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    now = time.time_ns()
+    for i, data in enumerate([b"", b"x", b"b" * 1024, os.urandom(5000), os.urandom(512 << 10)]):
+        p = root / f"f{i}"
+        p.write_bytes(data)
+        os.utime(p, ns=(now - 10**9 * i, now - 3600 * 10**9 + 123_456_789 * i))
+    (root / "sub" / "big").write_bytes(os.urandom((512 << 10) + 1))  # two headers: general
+    os.setxattr(root / "f1", b"user.k", b"v")  # xattrs: general path
+    os.chmod(root / "f3", 0o4751)
+    os.link(root / "f2", root / "sub" / "f2.link")
+    os.symlink("f0", root / "sym")
+    os.utime(root / "sym", ns=(now + 3600 * 10**9, now), follow_symlinks=False)
+    for d in (root / "sub", root):  # reading a directory or link must not move its atime
+        os.utime(d, ns=(now + 3600 * 10**9, now - 3600 * 10**9))
+    monkeypatch.setattr(writer.time, "time", lambda: 1_700_000_000.0)
+    taken: list[bool] = []
+    small = writer.DumpWriter._small_regular
+
+    def counting(self: writer.DumpWriter, *a: object) -> bool:
+        taken.append(small(self, *a))  # type: ignore[arg-type]
+        return taken[-1]
+
+    def run() -> tuple[bytes, list[tuple]]:
+        h = History()
+        data, _, logs = backup(root, history=h)
+        assert [m for t, m in logs if t != LogType.NORMAL] == []
+        return data, [(*e[:3], e[3].st_ino, e[3].st_mtime_ns) if e[0] == "node" else e
+                      for e in h.events]  # fmt: skip
+
+    monkeypatch.setattr(writer.DumpWriter, "_small_regular", counting)
+    fast = run()
+    assert taken.count(True) == 4  # f0, f2 (and its link: one inode), f3, f4 (512 KiB)
+    monkeypatch.setattr(writer.DumpWriter, "_small_regular", lambda *a: False)
+    general = run()
+    assert fast == general
