@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ndmpd.agents import machines
 from ndmpd.agents.errors import NdmpError
 from ndmpd.agents.machines import Event
-from ndmpd.agents.pipe import ConnectionBroken, DataEnd, SocketEnd
+from ndmpd.agents.pipe import ConnectionBroken, DataEnd, LocalEnd, SocketEnd
 from ndmpd.protocol import messages as m
 from ndmpd.protocol.constants import (
     ALL_ONES_64,
@@ -111,6 +111,18 @@ class MoverService:
             self.pause_reason = MoverPauseReason.NA
             end, self.end = self.end, None
             listen, self.listen_sock = self.listen_sock, None
+        # When the LOCAL data service of this session is about to halt too (it waits for us to
+        # take its last bytes), both halts go out in one step: ndmjob polls the two states
+        # after the first post it reads, and if only one service has halted it sleeps a
+        # whole 2-second poll. The post is made before the connection closes, for that reason.
+        self.session.log.info("mover halted: %s", reason.name)
+        post = m.NotifyMoverHaltedPost(reason=reason)
+        if not (
+            isinstance(end, LocalEnd)
+            and reason == MoverHaltReason.CONNECT_CLOSED
+            and self.session.data.post_with_halt(Message.NOTIFY_MOVER_HALTED, post)
+        ):
+            self.session.post_threadsafe(Message.NOTIFY_MOVER_HALTED, post)
         if end is not None:
             if reason == MoverHaltReason.CONNECT_CLOSED:
                 end.close_write()  # an orderly end: the data side reads what is left, then EOF
@@ -118,10 +130,6 @@ class MoverService:
         if listen is not None:
             self.session.server.ports.release(listen.getsockname()[1])
             listen.close()
-        self.session.log.info("mover halted: %s", reason.name)
-        self.session.post_threadsafe(
-            Message.NOTIFY_MOVER_HALTED, m.NotifyMoverHaltedPost(reason=reason)
-        )
         return True
 
     def _pause(self, reason: MoverPauseReason, seek_position: int) -> bool:
@@ -360,32 +368,44 @@ class MoverService:
     # ---- workers (threads) -----------------------------------------------------------------
 
     def _backup_worker(self) -> None:
-        """READ mode: connection bytes -> whole records on tape; the last record zero-padded."""
+        """READ mode: connection bytes -> whole records on tape; the last record zero-padded.
+
+        Records are written in bulk straight from the bytes received (a LOCAL pipe hands over
+        its chunks without another copy); only a record split across two receives is copied.
+        """
         rs = self.record_size
-        buf = bytearray(max(rs, (_CHUNK // rs) * rs))
-        view = memoryview(buf)
-        fill = 0
+        carry = bytearray()
+        sock_buf = memoryview(bytearray(max(rs, (_CHUNK // rs) * rs)))
         try:
             while True:
                 end = self.end
                 if end is None:
                     return
-                n = end.readinto(view[fill:])
-                if n == 0:
+                if isinstance(end, LocalEnd):
+                    chunk = memoryview(end.take())
+                else:
+                    n = end.readinto(sock_buf)
+                    chunk = sock_buf[:n]
+                if not chunk.nbytes:
                     break
-                fill += n
-                whole = fill - fill % rs
-                for off in range(0, whole, rs):
-                    if not self._write_record(view[off : off + rs], rs):
+                if carry:
+                    need = rs - len(carry)
+                    carry += chunk[:need]
+                    chunk = chunk[need:]
+                    if len(carry) < rs:
+                        continue
+                    if not self._write_record(memoryview(carry), rs):
                         return
-                if whole:
-                    rest = fill - whole
-                    if rest:
-                        view[:rest] = view[whole:fill]
-                    fill = rest
-            if fill:
-                view[fill:rs] = bytes(rs - fill)
-                if not self._write_record(view[:rs], fill):
+                    carry = bytearray()
+                whole = chunk.nbytes - chunk.nbytes % rs
+                if whole and not self._write_records(chunk[:whole], rs):
+                    return
+                if whole < chunk.nbytes:
+                    carry = bytearray(chunk[whole:])
+            if carry:
+                used = len(carry)
+                carry += bytes(rs - used)
+                if not self._write_record(memoryview(carry), used):
                     return
             self._halt(MoverHaltReason.CONNECT_CLOSED, Event.CONNECTION_CLOSED)
         except ConnectionBroken as exc:
@@ -399,6 +419,39 @@ class MoverService:
                 drive = self.session.tape.drive
                 if drive is not None:
                     drive.flush()
+
+    def _write_records(self, data: memoryview, rs: int) -> bool:
+        """Write whole records in bulk; the window end and the end of medium fall back to
+        ``_write_record``, which pauses. False = stop."""
+        while data.nbytes:
+            if self.state != MoverState.ACTIVE:
+                return False
+            drive = self.session.tape.drive
+            if drive is None:
+                self._halt(MoverHaltReason.INTERNAL_ERROR, Event.INTERNAL_ERROR)
+                return False
+            count = data.nbytes // rs
+            if self.window_end != ALL_ONES_64:
+                fits = (self.window_end - self.record_num * rs) // rs
+                count = min(count, max(fits, 0))
+            done = 0
+            if count:
+                try:
+                    done = drive.write_records(data[: count * rs], rs)
+                except TapeError as exc:
+                    self.session.log.error("tape write failed: %s", exc.error.name)
+                    self._halt(MoverHaltReason.MEDIA_ERROR, Event.INTERNAL_ERROR)
+                    return False
+                with self.lock:
+                    self.record_num += done
+                    self.bytes_moved += done * rs
+            data = data[done * rs :]
+            if data.nbytes:
+                # the next record needs an answer only a single write gives (EOW, EOM, error)
+                if not self._write_record(data[:rs], rs):
+                    return False
+                data = data[rs:]
+        return True
 
     def _write_record(self, record: memoryview, stream_bytes: int) -> bool:
         """Write one record, pausing for end of window / end of medium. False = stop."""

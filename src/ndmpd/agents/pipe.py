@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import deque
 
 
@@ -111,6 +112,21 @@ class _Channel:
             self.cond.notify_all()
             return got
 
+    def take(self) -> bytes | memoryview:
+        """The next whole chunk, without copying it again (b"" at the end of the stream)."""
+        with self.cond:
+            while not self.chunks and not self.eof and not self.broken:
+                self.cond.wait()
+            if not self.chunks:
+                if self.broken:
+                    raise ConnectionBroken("data connection torn down")
+                return b""
+            chunk = self.chunks.popleft()
+            head, self.head = self.head, 0
+            self.size -= len(chunk) - head
+            self.cond.notify_all()
+            return memoryview(chunk)[head:] if head else chunk
+
     def finish(self) -> None:
         with self.cond:
             self.eof = True
@@ -140,8 +156,22 @@ class LocalEnd:
     def readinto(self, buf: bytearray | memoryview) -> int:
         return self._recv.readinto(buf)
 
+    def take(self) -> bytes | memoryview:
+        return self._recv.take()
+
     def close_write(self) -> None:
         self._send.finish()
+
+    def wait_closed(self, timeout: float, abort: threading.Event) -> None:
+        """After close_write: wait until the peer has drained our stream and closed."""
+        deadline = time.monotonic() + timeout
+        ch = self._recv
+        with ch.cond:
+            while not (ch.broken or ch.eof) and not abort.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                ch.cond.wait(min(left, 0.2))
 
     def close(self) -> None:
         # After close_write the stream is complete: leave it for the peer to drain.

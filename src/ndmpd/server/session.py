@@ -169,6 +169,15 @@ class Session(asyncio.Protocol):
         if not self.closing:
             self.server.loop.call_soon_threadsafe(self._post_encoded, code, body)
 
+    def posts_threadsafe(self, posts: list[tuple[Message, Any]]) -> None:
+        """Several posts from a worker thread, written in one step of the event loop."""
+        if not self.closing:
+            self.server.loop.call_soon_threadsafe(self._post_many, posts)
+
+    def _post_many(self, posts: list[tuple[Message, Any]]) -> None:
+        for code, body in posts:
+            self.post(code, body)
+
     def post_threadsafe(self, code: Message, body: Any) -> None:
         """Send a post from a worker thread (data and mover workers)."""
         loop = self.server.loop

@@ -1,0 +1,69 @@
+"""write_records (the mover's bulk path) behaves exactly like one write() per record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ndmpd.protocol.constants import Error, MtioOp, TapeOpenMode
+from ndmpd.tapes import TapeDrive, TapeError
+
+
+def outcome(fn: Callable[..., object], *args: object) -> object:
+    try:
+        return fn(*args)
+    except TapeError as e:
+        return e.error
+
+
+def run(path: Path, batches: list[tuple[int, int]], bulk: bool, capacity: int, ew: int) -> tuple:
+    d = TapeDrive("t", path, capacity, early_warning=ew)
+    d.open(TapeOpenMode.RDWR)
+    log = []
+    seq = 0
+    for count, size in batches:
+        data = b"".join(bytes([(seq + i) % 251]) * size for i in range(count))
+        seq += count
+        if bulk:
+            done = d.write_records(data, size)
+            log.append(("bulk", done))
+            for i in range(done, count):  # the rest one by one, as the mover does
+                log.append(outcome(d.write, data[i * size : (i + 1) * size]))
+        else:
+            for i in range(count):
+                log.append(outcome(d.write, data[i * size : (i + 1) * size]))
+    d.mtio(MtioOp.EOF, 1)
+    d.mtio(MtioOp.REW, 1)
+    records = []
+    while True:
+        r = outcome(d.read, 1 << 20)
+        if not isinstance(r, bytes):
+            break
+        records.append(r)
+    st_ = d.state()
+    d.close()
+    errors = [x for x in log if isinstance(x, Error)]
+    return records, errors, st_.space_remain
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.tuples(st.integers(1, 40), st.sampled_from([512, 1024, 3000])),
+                        min_size=1, max_size=6),
+       capacity=st.integers(20_000, 120_000), ew_gap=st.integers(1, 10_000))
+def test_bulk_equals_one_by_one(tmp_path_factory, batches, capacity, ew_gap) -> None:  # noqa: ANN001
+    base = tmp_path_factory.mktemp("wr")
+    ew = max(1, capacity - ew_gap)
+    one = run(base / "one.img", batches, False, capacity, ew)
+    bulk = run(base / "bulk.img", batches, True, capacity, ew)
+    assert bulk == one
+
+
+def test_write_records_refuses_partial_records(tmp_path: Path) -> None:
+    d = TapeDrive("t", tmp_path / "t.img", 1 << 20)
+    d.open(TapeOpenMode.RDWR)
+    assert outcome(d.write_records, b"x" * 1000, 512) == Error.ILLEGAL_ARGS_ERR
+    assert d.write_records(b"x" * 1024, 512) == 2
+    d.close()
