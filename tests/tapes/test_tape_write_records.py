@@ -49,11 +49,17 @@ def run(path: Path, batches: list[tuple[int, int]], bulk: bool, capacity: int, e
     return records, errors, st_.space_remain
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=st.lists(st.tuples(st.integers(1, 40), st.sampled_from([512, 1024, 3000])),
-                        min_size=1, max_size=6),
-       capacity=st.integers(20_000, 120_000), ew_gap=st.integers(1, 10_000))
-def test_bulk_equals_one_by_one(tmp_path_factory, batches, capacity, ew_gap) -> None:  # noqa: ANN001
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(
+        st.tuples(st.integers(1, 40), st.sampled_from([512, 1024, 3000])), min_size=1, max_size=6
+    ),
+    capacity=st.integers(20_000, 120_000),
+    ew_gap=st.integers(1, 10_000),
+)
+def test_bulk_equals_one_by_one(tmp_path_factory, batches, capacity, ew_gap) -> None:
     base = tmp_path_factory.mktemp("wr")
     ew = max(1, capacity - ew_gap)
     one = run(base / "one.img", batches, False, capacity, ew)
@@ -66,4 +72,45 @@ def test_write_records_refuses_partial_records(tmp_path: Path) -> None:
     d.open(TapeOpenMode.RDWR)
     assert outcome(d.write_records, b"x" * 1000, 512) == Error.ILLEGAL_ARGS_ERR
     assert d.write_records(b"x" * 1024, 512) == 2
+    d.close()
+
+
+def drain(d: TapeDrive, bulk: bool, rs: int) -> list[object]:
+    out: list[object] = []
+    buf = bytearray(rs * 7)
+    while True:
+        try:
+            n = d.readinto_records(buf, rs) if bulk else d.readinto(memoryview(buf)[:rs])
+        except TapeError as e:
+            out.append(e.error)
+            if e.error == Error.EOM_ERR:
+                return out
+            d.mtio(MtioOp.FSF, 1)
+            continue
+        out.append(bytes(buf[:n]))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    files=st.lists(st.lists(st.sampled_from([512, 1024, 700]), max_size=30), min_size=1, max_size=4)
+)
+def test_bulk_reads_equal_one_by_one(tmp_path_factory, files) -> None:
+    d = TapeDrive("t", tmp_path_factory.mktemp("rd") / "t.img", 1 << 30)
+    d.open(TapeOpenMode.RDWR)
+    i = 0
+    for sizes in files:
+        for size in sizes:
+            d.write(bytes([i % 251]) * size)
+            i += 1
+        d.mtio(MtioOp.EOF, 1)
+    got = {}
+    for bulk in (False, True):
+        d.mtio(MtioOp.REW, 1)
+        items = drain(d, bulk, 1024)
+        data = b"".join(x for x in items if isinstance(x, bytes))
+        errors = [x for x in items if not isinstance(x, bytes)]
+        got[bulk] = (data, errors, d.state().file_num)
+    assert got[True] == got[False]
     d.close()

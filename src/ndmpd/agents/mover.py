@@ -486,8 +486,7 @@ class MoverService:
     def _recover_worker(self) -> None:
         """WRITE mode: serve each MOVER_READ range from tape records to the connection."""
         rs = self.record_size
-        buf = bytearray(max(rs, 64 << 10))
-        view = memoryview(buf)
+        view = memoryview(bytearray(max(rs, (_CHUNK // rs) * rs)))
         try:
             while True:
                 with self.lock:
@@ -530,7 +529,8 @@ class MoverService:
                     return False
                 continue
             try:
-                n = drive.readinto(view[:rs])
+                # whole runs of records at once when the read starts on a record boundary
+                n = drive.readinto_records(view, rs) if cursor == cur else drive.readinto(view[:rs])
             except TapeError as exc:
                 reason = {Error.EOF_ERR: MoverPauseReason.EOF, Error.EOM_ERR: MoverPauseReason.EOM}
                 if exc.error in reason:
@@ -556,7 +556,7 @@ class MoverService:
                 end.write(view[skip:upto])
             with self.lock:
                 self.stream_pos = cur + n
-                self.record_num += 1
+                self.record_num += n // rs if n > rs else 1
                 self.bytes_moved += sent
                 self.read_cursor += sent
                 self.bytes_left_to_read -= sent

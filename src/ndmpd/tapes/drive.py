@@ -561,6 +561,50 @@ class TapeDrive:
             self.bytes_read += at
             return at
 
+    def readinto_records(self, buf: bytearray | memoryview, record_size: int) -> int:
+        """Read as many whole records of ``record_size`` bytes as fit in ``buf``, in one call
+        (the mover's hot path on recovery). Stops before a record of another size, a filemark
+        or blank tape; when the very first one is such, behaves as ``readinto`` (its errors,
+        or one record of another size). Returns the bytes stored."""
+        view = memoryview(buf).cast("B")
+        if self.block_size or record_size <= 0 or view.nbytes < record_size:
+            return self.readinto(view)
+        with self._lock:
+            if not self._can_read:
+                self._refuse_io()
+            if self._pcount:
+                self._flush_pending()
+            p = self._pos
+            _c, first, end, size, data = self._cur
+            if not first <= p < end:
+                try:
+                    _c, first, end, size, data = self._locate(p)
+                except TapeError:
+                    size = 0  # blank tape: readinto reports it
+            count = min(end - p, view.nbytes // size) if size == record_size else 0
+            if count > 1:
+                return self._read_run(view, p, first, data, size, count)
+        return self.readinto(view)
+
+    def _read_run(
+        self, view: memoryview, p: int, first: int, data: int, size: int, count: int
+    ) -> int:
+        """Read ``count`` consecutive records of one chunk with one pread (lock held)."""
+        n = count * size
+        try:
+            self._pread_into(view[:n], data + (p - first) * size)
+        except OSError as exc:
+            self._err = True
+            raise TapeError(Error.IO_ERR, f"tape {self.name}: {exc.strerror}") from None
+        self._pos = p + count
+        self._blockno += count
+        self._pos_bytes += n
+        self._err = False
+        self.records_read += count
+        self.bytes_read += n
+        self._snap = (self._file_num, self._blockno, self._pos_bytes)
+        return n
+
     def _locate(self, p: int) -> tuple[int, int, int, int, int]:
         """Chunk facts for position ``p``; raises EOM_ERR at blank tape."""
         idx = self._idx
