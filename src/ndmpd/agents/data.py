@@ -132,7 +132,7 @@ class DataService:
         """Hold a post of the mover to send it together with our own halt (see mover._halt).
         False when we are not about to halt, and the caller posts it itself."""
         with self.lock:
-            if self.state != DataState.ACTIVE or self.operation != DataOperation.BACKUP:
+            if self.state != DataState.ACTIVE:
                 return False
             self._held_posts.append((code, body))
             return True

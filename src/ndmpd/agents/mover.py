@@ -101,8 +101,11 @@ class MoverService:
         self.changed.notify_all()
         return self.state
 
-    def _halt(self, reason: MoverHaltReason, what: Event | Message) -> bool:
-        """Halt from any thread; posts NOTIFY_MOVER_HALTED once. False if already halted."""
+    def _halt(
+        self, reason: MoverHaltReason, what: Event | Message, keep: list[DataEnd] | None = None
+    ) -> bool:
+        """Halt from any thread; posts NOTIFY_MOVER_HALTED once. False if already halted.
+        With ``keep``, a TCP connection is only half-closed and handed back to the caller."""
         with self.lock:
             if self.state in (MoverState.HALTED, MoverState.IDLE):
                 return False
@@ -126,7 +129,10 @@ class MoverService:
         if end is not None:
             if reason == MoverHaltReason.CONNECT_CLOSED:
                 end.close_write()  # an orderly end: the data side reads what is left, then EOF
-            end.close()
+            if keep is not None and isinstance(end, SocketEnd):
+                keep.append(end)
+            else:
+                end.close()
         if listen is not None:
             self.session.server.ports.release(listen.getsockname()[1])
             listen.close()
@@ -312,9 +318,16 @@ class MoverService:
             self._apply(Message.MOVER_CONTINUE)
             self.pause_reason = MoverPauseReason.NA
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._check(Message.MOVER_CLOSE)
-        self._halt(MoverHaltReason.CONNECT_CLOSED, Message.MOVER_CLOSE)
+        kept: list[DataEnd] = []
+        self._halt(MoverHaltReason.CONNECT_CLOSED, Message.MOVER_CLOSE, keep=kept)
+        for end in kept:
+            # Answer once the data service at the other end has seen the end of the stream
+            # and finished (or after a second): a DMA polling both services right after
+            # this reply then finds both halted, instead of waiting for its next poll.
+            await asyncio.to_thread(end.linger, 1.0)  # type: ignore[union-attr]
+            end.close()
 
     def abort(self) -> None:
         self._check(Message.MOVER_ABORT)

@@ -54,6 +54,19 @@ class SocketEnd:
         except OSError:
             pass
 
+    def linger(self, timeout: float) -> None:
+        """After close_write: wait (briefly) for the peer to close too, i.e. to have taken the
+        end of the stream and finished; then the caller closes."""
+        deadline = time.monotonic() + timeout
+        buf = bytearray(65536)
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                if self.sock.recv_into(buf) == 0:
+                    return
+        except (OSError, TimeoutError):
+            return
+
     def close(self) -> None:
         if self._closed:
             return

@@ -111,8 +111,8 @@ def mover_continue(s: Session, body: object) -> object:
 
 
 @handles(Message.MOVER_CLOSE)
-def mover_close(s: Session, body: object) -> object:
-    s.mover.close()
+async def mover_close(s: Session, body: object) -> object:
+    await s.mover.close()
     return m.MoverCloseReply(error=Error.NO_ERR)
 
 
