@@ -272,3 +272,36 @@ def test_small_file_fast_path_matches_general_path(
     monkeypatch.setattr(writer.DumpWriter, "_small_regular", lambda *a: False)
     general = run()
     assert fast == general
+
+
+def test_sink_write_batch_limits_write_sizes(tmp_path: Path, monkeypatch) -> None:
+    """A sink declaring ``write_batch`` gets small inodes in batches of about that size."""
+    from ndmpd.engines.dump import writer
+
+    monkeypatch.setattr(writer.time, "time", lambda: 1_700_000_000.0)
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(200):
+        (root / f"f{i}").write_bytes(b"z" * 3000)
+    whole, _, _ = backup(root)
+
+    class BatchSink(io.BytesIO):
+        write_batch = 8192
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def write(self, data) -> int:  # type: ignore[override]
+            self.sizes.append(len(data))
+            return super().write(data)
+
+    sink = BatchSink()
+    job = BackupJob(
+        root=os.fsencode(root), env={}, sink=sink, history=None, log=lambda t, m: None,
+        abort=threading.Event(),
+    )  # fmt: skip
+    DumpEngine().backup(job)
+    assert sink.getvalue() == whole
+    assert len(sink.sizes) > 20
+    assert max(sink.sizes[:-1]) <= 8192 + 1024 + 3072

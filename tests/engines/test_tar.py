@@ -411,3 +411,34 @@ def test_small_file_fast_path_matches_general_path(
     general = run()
     assert fast == general
     assert len(fast[0]) % 10240 == 0
+
+
+def test_sink_write_batch_limits_write_sizes(awkward_tree: Path, tmp_path: Path) -> None:
+    """A sink declaring ``write_batch`` gets small members in batches of about that size."""
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(200):
+        (root / f"f{i}").write_bytes(b"z" * 3000)
+    backup(root)  # the first read moves atimes (relatime); later ones do not
+    whole, _ = backup(root)
+
+    class BatchSink(FileSink):
+        write_batch = 8192
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def write(self, data: bytes | memoryview) -> None:
+            self.sizes.append(len(data))
+            super().write(data)
+
+    sink = BatchSink()
+    job = BackupJob(
+        root=os.fsencode(root), env={}, sink=sink, history=None, log=Logs(),
+        abort=threading.Event(),
+    )  # fmt: skip
+    TarEngine().backup(job)
+    assert sink.buf.getvalue() == whole
+    assert len(sink.sizes) > 20
+    assert max(sink.sizes[:-1]) <= 8192 + 3 * 512 + 3072

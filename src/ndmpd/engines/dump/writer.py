@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 from ndmpd.engines.base import Aborted, BackupJob, EngineError, EnvError
 from ndmpd.engines.dump import format as fmt
+from ndmpd.engines.tar.writer import write_batch
 from ndmpd.protocol.constants import LogType
 
 FS_IOC_GETFLAGS = 0x80086601
@@ -44,9 +45,10 @@ _ZEROS = bytes(_CHUNK)
 class _Out:
     """Batches records into one large reused buffer; knows the stream offset."""
 
-    __slots__ = ("_abort", "_write", "buf", "flushed", "mv", "pos")
+    __slots__ = ("_abort", "_write", "batch", "buf", "flushed", "mv", "pos")
 
     def __init__(self, job: BackupJob) -> None:
+        self.batch = write_batch(job.sink, _BUF_SIZE)  # see tar.writer.write_batch
         self.buf = bytearray(_BUF_SIZE)
         self.mv = memoryview(self.buf)
         self.pos = 0
@@ -531,7 +533,7 @@ class DumpWriter:
                 pass
             cnt = (size + 1023) >> 10
             end = (cnt + 1) << 10
-            if out.pos + end > _BUF_SIZE:
+            if out.pos >= out.batch or out.pos + end > _BUF_SIZE:
                 out.flush()
             pos = out.pos
             end += pos

@@ -39,10 +39,11 @@ _ACL_XATTRS = {
 class _Out:
     """The reused output buffer in front of ``job.sink``; tracks the stream offset."""
 
-    __slots__ = ("buf", "flushed", "mv", "pos", "sink")
+    __slots__ = ("batch", "buf", "flushed", "mv", "pos", "sink")
 
     def __init__(self, sink: object) -> None:
         self.sink = sink
+        self.batch = write_batch(sink, BUF_SIZE)
         self.buf = bytearray(BUF_SIZE)
         self.mv = memoryview(self.buf)
         self.pos = 0
@@ -68,6 +69,18 @@ class _Out:
             self.sink.write(self.mv[: self.pos])  # type: ignore[attr-defined]
             self.flushed += self.pos
             self.pos = 0
+
+
+def write_batch(sink: object, limit: int) -> int:
+    """How many bytes of small members to collect before handing them to ``sink``.
+
+    A sink may set ``write_batch``: one whose reader runs in another process (a pipe, a
+    socket with a small send buffer) wants batches well under that buffer, so the reader
+    drains one while the next is built; an in-process one wants them large (fewer thread
+    switches). Without it, batches fill the whole output buffer.
+    """
+    n = getattr(sink, "write_batch", None)
+    return min(n, limit) if isinstance(n, int) and n > 0 else limit
 
 
 def _exclude_matcher(patterns: Sequence[bytes]) -> re.Pattern[bytes] | None:
@@ -352,7 +365,7 @@ class TarWriter:
                 return False
             out = self.out
             padded = size + (-size % BLOCK)
-            if out.pos + 3 * BLOCK + padded > BUF_SIZE:
+            if out.pos >= out.batch or out.pos + 3 * BLOCK + padded > BUF_SIZE:
                 out.flush()
             pos = out.pos
             mv = out.mv
