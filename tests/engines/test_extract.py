@@ -228,3 +228,21 @@ def test_map_selection() -> None:
     assert map_selection(b"c", sels, b"/dst") is None
     assert match_selection(b"a/b/c", sels) is sels[1]
     assert map_selection(b"q/r", [_sel(b"", b"/all")], b"/dst") == b"/all/q/r"
+
+
+def test_target_normalises_odd_paths_below_known_directories(tmp_path: Path) -> None:
+    """Paths that skip the common-case shortcut still normalise and refuse as before."""
+    ex = Extractor(_b(tmp_path))
+    root = _b(tmp_path)
+    assert ex.target(root + b"/f") == root + b"/f"  # the shortcut
+    assert ex.target(root + b"//f") == root + b"/f"
+    assert ex.target(root + b"/./f") == root + b"/f"
+    assert ex.target(root + b"/d/") == root + b"/d"
+    assert ex.target(root + b"/.hidden") == root + b"/.hidden"
+    for bad in (root + b"/../x", root + b"/d/..", root + b"/d/../../x", root + b"x/f"):
+        with pytest.raises(UnsafePath):
+            ex.target(bad)
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    with pytest.raises(UnsafePath):
+        ex.target(root + b"/link/f")  # never cached as a directory, so never a shortcut

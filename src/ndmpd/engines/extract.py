@@ -78,6 +78,7 @@ class Extractor:
         if not confine.startswith(b"/"):
             raise UnsafePath(f"confinement directory is not absolute: {confine!r}")
         self.confine = b"/" + b"/".join(_split(confine))
+        self._confine_slash = self.confine + b"/"
         self.overwrite = overwrite
         self.chown = chown
         self._log = log
@@ -95,6 +96,17 @@ class Extractor:
 
         A relative ``path`` is taken relative to ``confine``.
         """
+        # Common case first: already normal (no empty, "." or ".." component: no "//" and no
+        # "/." anywhere), below confine, in a directory verified before. Anything else takes
+        # the full route.
+        if (
+            path.startswith(self._confine_slash)
+            and b"/." not in path
+            and b"//" not in path
+            and not path.endswith(b"/")
+            and path.rpartition(b"/")[0] in self._dirs
+        ):
+            return path
         if path.startswith(b"/"):
             parts = _split(path)
             full = b"/" + b"/".join(parts)

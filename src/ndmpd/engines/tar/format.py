@@ -104,7 +104,8 @@ def checksum_ok(block: bytes | memoryview) -> bool:
         stored = parse_number(field)
     except FormatError:
         return False
-    unsigned = byte_sum(block) - sum(field) + 256
+    # the field's own byte sum via adler32 (8 bytes cannot reach its modulus)
+    unsigned = byte_sum(block) - (zlib.adler32(field) & 0xFFFF) + 257
     if stored == unsigned:
         return True
     high = sum(1 for b in bytes(block) if b >= 0x80) - sum(1 for b in field if b >= 0x80)
@@ -120,12 +121,12 @@ def parse_number(field: bytes | memoryview) -> int:
         if f[0] == 0xFF:
             return int.from_bytes(f, "big", signed=True)
         return int.from_bytes(bytes([f[0] & 0x7F]) + f[1:], "big")
-    s = f.split(b"\0", 1)[0].strip(b" ")
-    if not s:
-        return 0
+    s = f.split(b"\0", 1)[0]
     try:
-        return int(s, 8)
+        return int(s, 8)  # int() skips the leading and trailing spaces itself
     except ValueError:
+        if not s.strip(b" "):
+            return 0
         raise FormatError(f"bad numeric field {f!r}") from None
 
 
@@ -173,6 +174,9 @@ def parse_records(data: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
+_FRAC_SCALE = [10 ** (9 - i) for i in range(10)]  # nanoseconds per unit of an i-digit fraction
+
+
 def format_time(ns: int) -> bytes:
     """Seconds with up to nine fraction digits, trailing zeros and a bare dot dropped."""
     sign = b""
@@ -186,6 +190,9 @@ def format_time(ns: int) -> bytes:
 
 def parse_time(value: bytes) -> int:
     """A pax time value in nanoseconds."""
+    whole, dot, frac = value.partition(b".")
+    if whole.isdigit() and (frac.isdigit() if dot else True) and len(frac) <= 9:
+        return int(whole) * NS + (int(frac) * _FRAC_SCALE[len(frac)] if frac else 0)
     v = value.strip()
     neg = v.startswith(b"-")
     if neg:

@@ -246,8 +246,11 @@ class TarReader:
         longlink: bytes | None,
         off: int,
     ) -> _Member:
-        x = dict(self.globals)
-        x.update(pending)
+        if self.globals:
+            x = dict(self.globals)
+            x.update(pending)
+        else:
+            x = dict(pending)
         m = _Member()
         m.typeflag = typeflag
         magic = blk[257:265]
