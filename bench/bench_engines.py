@@ -178,15 +178,6 @@ def time_gnu_restore(archive: Path, dest: Path) -> float:
     return time.perf_counter() - t0
 
 
-def median_of(runs: int, fn: Callable[[], float], cleanup: Callable[[], None] | None) -> float:
-    ts = []
-    for _ in range(runs):
-        ts.append(fn())
-        if cleanup is not None:
-            cleanup()
-    return statistics.median(ts)
-
-
 def interleaved(
     runs: int,
     a: Callable[[], float],
@@ -245,15 +236,21 @@ def main() -> None:
             trees.append(("small", make_tree(base, "small", args.small, SMALL_SIZE, PER_DIR)))
         for label, root in trees:
             warm(root)
-            gnu_b = median_of(args.runs, lambda r=root: time_gnu_backup(r), None)
-            for n in names:
-                t = median_of(
-                    args.runs,
-                    lambda n=n, r=root: time_engine_backup(engines[n], r, args.hist),
-                    None,
-                )
-                rows.append((f"backup  {label}", n, t, gnu_b))
-                print(f"backup  {label:5} {n:4}: {t:7.3f} s  GNU tar {gnu_b:7.3f} s  "
+            # runs alternate between GNU tar and every engine variant, so drift hits all alike
+            batches = [0] + ([args.write_batch] if args.write_batch else [])
+            variants = [(n, b) for n in names for b in batches]
+            gnu_ts: list[float] = []
+            eng_ts: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+            for _ in range(args.runs):
+                gnu_ts.append(time_gnu_backup(root))
+                for n, b in variants:
+                    eng_ts[(n, b)].append(time_engine_backup(engines[n], root, args.hist, b))
+            gnu_b = statistics.median(gnu_ts)
+            for (n, b), ts in eng_ts.items():
+                t = statistics.median(ts)
+                what = f"backup  {label}" + (f" wb={b >> 10}K" if b else "")
+                rows.append((what, n, t, gnu_b))
+                print(f"{what:20} {n:4}: {t:7.3f} s  GNU tar {gnu_b:7.3f} s  "
                       f"ratio {gnu_b / t:5.2f}", flush=True)  # fmt: skip
             if args.no_restore:
                 continue
