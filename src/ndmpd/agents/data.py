@@ -44,12 +44,19 @@ if TYPE_CHECKING:
     from ndmpd.server.session import Session
 
 
+SOCKET_WRITE_BATCH = 256 << 10
+
+
 class CountingSink:
     """The engine's sink on a backup: counts bytes_processed as they enter the connection."""
 
     def __init__(self, service: DataService, end: DataEnd) -> None:
         self.service = service
         self.end = end
+        if isinstance(end, SocketEnd):
+            # the reader is another process: modest batches keep both sides busy (a LOCAL
+            # pipe wants the engine's large default, fewer thread switches)
+            self.write_batch = SOCKET_WRITE_BATCH
 
     def write(self, data: bytes | memoryview) -> None:
         self.end.write(data)

@@ -30,7 +30,10 @@ class Aborted(EngineError):
 
 
 class StreamSink(Protocol):
-    """Where a backup writes its stream. ``write`` blocks while the mover is behind."""
+    """Where a backup writes its stream. ``write`` blocks while the mover is behind.
+
+    A sink may also have an int attribute ``write_batch`` (see ``write_batch()`` below).
+    """
 
     def write(self, data: bytes | memoryview, /) -> object: ...
 
@@ -126,3 +129,15 @@ class Engine(Protocol):
     def recover(self, job: RecoverJob) -> RecoverResult:
         """Read the stream; restore (or list) it. Raise EngineError for a corrupt stream
         after restoring what came before it."""
+
+
+def write_batch(sink: object, limit: int) -> int:
+    """How many bytes of small members to collect before handing them to ``sink``.
+
+    A sink may set ``write_batch``: one whose reader runs in another process (a pipe, a
+    socket with a small send buffer) wants batches well under that buffer, so the reader
+    drains one while the next is built; an in-process one wants them large (fewer thread
+    switches). Without it, batches fill the whole output buffer.
+    """
+    n = getattr(sink, "write_batch", None)
+    return min(n, limit) if isinstance(n, int) and n > 0 else limit

@@ -21,9 +21,8 @@ import sys
 import time
 from collections.abc import Iterator
 
-from ndmpd.engines.base import Aborted, BackupJob, EngineError, EnvError
+from ndmpd.engines.base import Aborted, BackupJob, EngineError, EnvError, write_batch
 from ndmpd.engines.dump import format as fmt
-from ndmpd.engines.tar.writer import write_batch
 from ndmpd.protocol.constants import LogType
 
 FS_IOC_GETFLAGS = 0x80086601

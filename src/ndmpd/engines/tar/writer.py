@@ -17,7 +17,7 @@ import struct
 from collections.abc import Sequence
 from zlib import adler32
 
-from ndmpd.engines.base import Aborted, BackupJob, EngineError
+from ndmpd.engines.base import Aborted, BackupJob, EngineError, write_batch
 from ndmpd.engines.tar import format as fmt
 from ndmpd.engines.tar.format import BLOCK, MAX_OCTAL_7, MAX_OCTAL_11, NS, record
 from ndmpd.protocol.constants import LogType
@@ -69,18 +69,6 @@ class _Out:
             self.sink.write(self.mv[: self.pos])  # type: ignore[attr-defined]
             self.flushed += self.pos
             self.pos = 0
-
-
-def write_batch(sink: object, limit: int) -> int:
-    """How many bytes of small members to collect before handing them to ``sink``.
-
-    A sink may set ``write_batch``: one whose reader runs in another process (a pipe, a
-    socket with a small send buffer) wants batches well under that buffer, so the reader
-    drains one while the next is built; an in-process one wants them large (fewer thread
-    switches). Without it, batches fill the whole output buffer.
-    """
-    n = getattr(sink, "write_batch", None)
-    return min(n, limit) if isinstance(n, int) and n > 0 else limit
 
 
 def _exclude_matcher(patterns: Sequence[bytes]) -> re.Pattern[bytes] | None:
