@@ -104,7 +104,6 @@ class DataService:
         self.worker: threading.Thread | None = None
         self.abort_event = threading.Event()
         self.started_at = 0.0
-        self._held_posts: list[tuple[Message, object]] = []
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -135,15 +134,6 @@ class DataService:
             ),
         )
 
-    def post_with_halt(self, code: Message, body: object) -> bool:
-        """Hold a post of the mover to send it together with our own halt (see mover._halt).
-        False when we are not about to halt, and the caller posts it itself."""
-        with self.lock:
-            if self.state != DataState.ACTIVE:
-                return False
-            self._held_posts.append((code, body))
-            return True
-
     def _halt(self, reason: DataHaltReason, what: Message | Event) -> bool:
         with self.lock:
             if self.state in (DataState.HALTED, DataState.IDLE):
@@ -163,10 +153,9 @@ class DataService:
             self.session.server.ports.release(listen.getsockname()[1])
             listen.close()
         self.session.log.info("data halted: %s", reason.name)
-        with self.lock:
-            held, self._held_posts = self._held_posts, []
-        held.append((Message.NOTIFY_DATA_HALTED, m.NotifyDataHaltedPost(reason=reason)))
-        self.session.posts_threadsafe(held)
+        self.session.post_threadsafe(
+            Message.NOTIFY_DATA_HALTED, m.NotifyDataHaltedPost(reason=reason)
+        )
         return True
 
     # ---- connection set-up ------------------------------------------------------------------
@@ -350,11 +339,13 @@ class DataService:
             engine.backup(job)  # type: ignore[attr-defined]
             if history is not None:
                 history.flush()
+            # End of stream; then wait until the mover has written the last record and closed
+            # its side, so the DMA finds both services halted at once (see mover._halt).
             end.close_write()
             if isinstance(end, LocalEnd):
-                # Our own mover writes the last record and halts; both halts then go out
-                # together (see post_with_halt). Over TCP the peer may be anywhere: halt now.
                 end.wait_closed(timeout=60, abort=self.abort_event)
+            else:
+                end.linger(timeout=30)
             with self.lock:
                 self.env_added.update(job.env_added)
             elapsed = max(time.time() - self.started_at, 1e-6)

@@ -25,6 +25,7 @@ from ndmpd.protocol import messages as m
 from ndmpd.protocol.constants import (
     ALL_ONES_64,
     AddrType,
+    DataState,
     Error,
     Message,
     MoverHaltReason,
@@ -37,6 +38,7 @@ from ndmpd.protocol.constants import (
 from ndmpd.tapes import TapeError
 
 if TYPE_CHECKING:
+    from ndmpd.agents.data import DataService
     from ndmpd.server.session import Session
 
 MAX_RECORD_SIZE = 4 << 20
@@ -114,17 +116,16 @@ class MoverService:
             self.pause_reason = MoverPauseReason.NA
             end, self.end = self.end, None
             listen, self.listen_sock = self.listen_sock, None
-        # When the LOCAL data service of this session is about to halt too (it waits for us to
-        # take its last bytes), both halts go out in one step: ndmjob polls the two states
-        # after the first post it reads, and if only one service has halted it sleeps a
-        # whole 2-second poll. The post is made before the connection closes, for that reason.
+        # At the end of a job the data service at the other end, when it runs in this
+        # process, waits for our close and halts right after us. ndmjob polls both states
+        # after the first halt post it reads and, when it has already consumed both posts,
+        # sleeps a whole 2-second poll before it notices it is done. So our post waits for
+        # this session's next request (the DMA's poll after the data halt), or 0.25 s.
         self.session.log.info("mover halted: %s", reason.name)
         post = m.NotifyMoverHaltedPost(reason=reason)
-        if not (
-            isinstance(end, LocalEnd)
-            and reason == MoverHaltReason.CONNECT_CLOSED
-            and self.session.data.post_with_halt(Message.NOTIFY_MOVER_HALTED, post)
-        ):
+        if reason == MoverHaltReason.CONNECT_CLOSED and self._data_peer(end) is not None:
+            self.session.defer_post_threadsafe(Message.NOTIFY_MOVER_HALTED, post)
+        else:
             self.session.post_threadsafe(Message.NOTIFY_MOVER_HALTED, post)
         if end is not None:
             if reason == MoverHaltReason.CONNECT_CLOSED:
@@ -137,6 +138,23 @@ class MoverService:
             self.session.server.ports.release(listen.getsockname()[1])
             listen.close()
         return True
+
+    def _data_peer(self, end: DataEnd | None) -> DataService | None:
+        """The data service about to halt at the other end of our connection, if it runs
+        here: our own on a LOCAL connection, or a backup's over TCP (at the end of a TCP
+        recovery MOVER_CLOSE already answers after the data side has finished)."""
+        if isinstance(end, LocalEnd):
+            return self.session.data if self.session.data.state == DataState.ACTIVE else None
+        if isinstance(end, SocketEnd) and self.mode == MoverMode.READ:
+            for other in list(self.session.server.sessions.values()):
+                theirs = other.data.end
+                if (
+                    isinstance(theirs, SocketEnd)
+                    and theirs.peer == end.local
+                    and theirs.local == end.peer
+                ):
+                    return other.data
+        return None
 
     def _pause(self, reason: MoverPauseReason, seek_position: int) -> bool:
         """Called by the worker: pause, tell the DMA, wait. True = go on, False = stop."""

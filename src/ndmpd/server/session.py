@@ -79,6 +79,7 @@ class Session(asyncio.Protocol):
         self.stats_requests = 0
         self.writable = threading.Event()  # cleared while the DMA is slow to read our posts
         self.writable.set()
+        self._deferred: list[tuple[Message, Any]] = []
 
     # ---- asyncio.Protocol -------------------------------------------------------------
 
@@ -169,14 +170,19 @@ class Session(asyncio.Protocol):
         if not self.closing:
             self.server.loop.call_soon_threadsafe(self._post_encoded, code, body)
 
-    def posts_threadsafe(self, posts: list[tuple[Message, Any]]) -> None:
-        """Several posts from a worker thread, written in one step of the event loop."""
-        if not self.closing:
-            self.server.loop.call_soon_threadsafe(self._post_many, posts)
+    def defer_post_threadsafe(self, code: Message, body: Any, delay: float = 0.25) -> None:
+        """A post sent just before this session's next reply (or after ``delay``)."""
+        self.server.loop.call_soon_threadsafe(self._defer_post, code, body, delay)
 
-    def _post_many(self, posts: list[tuple[Message, Any]]) -> None:
+    def _defer_post(self, code: Message, body: Any, delay: float) -> None:
+        self._deferred.append((code, body))
+        self.server.loop.call_later(delay, self._flush_deferred)
+
+    def _flush_deferred(self) -> None:
+        posts, self._deferred = self._deferred, []
         for code, body in posts:
-            self.post(code, body)
+            if not self.closing:
+                self.post(code, body)
 
     def post_threadsafe(self, code: Message, body: Any) -> None:
         """Send a post from a worker thread (data and mover workers)."""
@@ -231,6 +237,8 @@ class Session(asyncio.Protocol):
 
         self.stats_requests += 1
         self.log.debug("request %s seq=%d", code.name, header.sequence)
+        if self._deferred:
+            self._flush_deferred()
         entry = HANDLERS.get(code)
         if entry is None:
             self.send(self.conn.send_reply(header, None, Error.NOT_SUPPORTED_ERR))
