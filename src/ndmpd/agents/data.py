@@ -21,7 +21,7 @@ from ndmpd.agents.env import BackupEnv, EnvProblem, RecoverEnv, parse_backup_env
 from ndmpd.agents.errors import NdmpError
 from ndmpd.agents.history import HistoryBatcher
 from ndmpd.agents.machines import Event
-from ndmpd.agents.mover import connect_any, listen_host, tcp_addr
+from ndmpd.agents.mover import bind_listener, connect_any, tcp_addr
 from ndmpd.agents.pipe import ConnectionBroken, DataEnd, LocalEnd, SocketEnd, local_pair
 from ndmpd.engines.base import Aborted, BackupJob, EngineError, RecoverJob
 from ndmpd.protocol import messages as m
@@ -169,16 +169,11 @@ class DataService:
             return m.Addr(addr_type=AddrType.LOCAL)
         if addr_type != AddrType.TCP:
             raise NdmpError(Error.ILLEGAL_ARGS_ERR, f"address type {addr_type.name}")
-        host = listen_host(self.session.source_address)
-        try:
-            sock = self.session.server.ports.bind(host)
-        except OSError as exc:
-            raise NdmpError(Error.CONNECT_ERR, str(exc)) from exc
+        sock, host, port = bind_listener(self.session)
         with self.lock:
             self._apply(Message.DATA_LISTEN)
             self.listen_sock = sock
         self.accept_task = self.session.server.loop.create_task(self._accept(sock))
-        port = sock.getsockname()[1]
         self.session.log.info("data listening on %s:%d", host, port)
         return tcp_addr(host, port)
 
@@ -409,11 +404,10 @@ class DataService:
                 f"{getattr(result, 'entries', 0)} entries {what}, "
                 f"{getattr(result, 'failed', 0)} failed, {self.bytes_processed} bytes read",
             )
+            # per-file failures are reported in LOG_FILE; the operation itself succeeded
             for sel in env.selections:
                 if sel.name not in results:
                     file_result(sel.name, RecoveryStatus.FAILED_NOT_FOUND)
-            if getattr(result, "failed", 0):
-                reason = DataHaltReason.SUCCESSFUL  # per-file failures are in LOG_FILE
         except Aborted:
             reason = DataHaltReason.ABORTED
         except ConnectionBroken as exc:

@@ -234,12 +234,7 @@ class MoverService:
             return m.Addr(addr_type=AddrType.LOCAL)
         if addr_type != AddrType.TCP:
             raise NdmpError(Error.ILLEGAL_ARGS_ERR, f"address type {addr_type.name}")
-        host = listen_host(self.session.source_address)
-        try:
-            sock = self.session.server.ports.bind(host)
-        except OSError as exc:
-            raise NdmpError(Error.CONNECT_ERR, str(exc)) from exc
-        port = sock.getsockname()[1]
+        sock, host, port = bind_listener(self.session)
         with self.lock:
             self._apply(Message.MOVER_LISTEN)
             self.mode, self.addr_type = mode, addr_type
@@ -610,6 +605,17 @@ class MoverService:
         if resid and not self._pause(MoverPauseReason.EOF, pos):
             return None  # a filemark (or BOT) stopped the spacing and the DMA gave up
         return pos
+
+
+def bind_listener(session: Session) -> tuple[socket.socket, str, int]:
+    """A listening socket for a data connection (LISTEN of the mover or the data service), on
+    the address the DMA reached us on and a port of ``data_port_range``."""
+    host = listen_host(session.source_address)
+    try:
+        sock = session.server.ports.bind(host)
+    except OSError as exc:
+        raise NdmpError(Error.CONNECT_ERR, str(exc)) from exc
+    return sock, host, sock.getsockname()[1]
 
 
 def listen_host(source_address: str) -> str:
