@@ -361,3 +361,24 @@ def test_live_fuzz_does_not_disturb_a_working_session(server: ServerProcess) -> 
     assert "Traceback" not in server.log_text()
     with connect(server) as c:
         assert c.call(Message.CONFIG_GET_SERVER_INFO).error == Error.NO_ERR
+
+
+def test_tape_interlock_with_a_listening_mover(shared_server: ServerProcess, pw: str) -> None:
+    with authed(shared_server, pw) as c:
+        c.call(Message.MOVER_SET_RECORD_SIZE, m.MoverSetRecordSizeRequest(10240), check=True)
+        req = m.TapeOpenRequest(device="nrst2a", mode=TapeOpenMode.RDWR)
+        c.call(Message.TAPE_OPEN, req, check=True)
+        c.call(Message.MOVER_SET_WINDOW, m.MoverSetWindowRequest(0, 2**64 - 1), check=True)
+        listen = m.MoverListenRequest(mode=0, addr_type=AddrType.TCP)
+        addr = c.call(Message.MOVER_LISTEN, listen, check=True).body.connect_addr
+        assert addr.addr_type == AddrType.TCP and addr.tcp_addr[0].ip_addr == 0x7F000001
+        assert c.call(Message.TAPE_CLOSE).error == Error.DEVICE_BUSY_ERR
+        assert (
+            c.call(Message.MOVER_SET_RECORD_SIZE, m.MoverSetRecordSizeRequest(512)).error
+            == Error.ILLEGAL_STATE_ERR
+        )
+        c.call(Message.MOVER_ABORT, check=True)
+        halted = c.wait_post(Message.NOTIFY_MOVER_HALTED, timeout=10)
+        assert halted.body.reason == 2  # ABORTED
+        c.call(Message.MOVER_STOP, check=True)
+        c.call(Message.TAPE_CLOSE, check=True)

@@ -20,11 +20,13 @@ class TapeService:
         owner: object,
         device_in_use: Callable[[], bool],
         mover_busy: Callable[[], bool],
+        mover_holds: Callable[[], bool],
     ) -> None:
         self._registry = registry
         self._owner = owner
         self._other_device_open = device_in_use  # the SCSI service of the same session
-        self._mover_busy = mover_busy
+        self._mover_busy = mover_busy  # ACTIVE: only TAPE_GET_STATE may touch the drive
+        self._mover_holds = mover_holds  # LISTEN or ACTIVE: TAPE_CLOSE is refused
         self.drive: TapeDrive | None = None
         self.device: str | None = None
         self.mode: TapeOpenMode | None = None
@@ -54,6 +56,8 @@ class TapeService:
 
     def close(self) -> None:
         drive = self.require()
+        if self._mover_holds():
+            raise TapeError(Error.DEVICE_BUSY_ERR, "the mover is using the drive")
         try:
             drive.close()
         finally:

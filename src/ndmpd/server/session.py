@@ -65,6 +65,7 @@ class Session(asyncio.Protocol):
             self,
             device_in_use=lambda: self.scsi.is_open,
             mover_busy=lambda: self.mover.blocks_tape,
+            mover_holds=lambda: self.mover.holds_tape,
         )
         self.scsi = ScsiService(device_in_use=lambda: self.tape.is_open)
         self.data = server.make_data_service(self)
