@@ -382,3 +382,23 @@ def test_tape_interlock_with_a_listening_mover(shared_server: ServerProcess, pw:
         assert halted.body.reason == 2  # ABORTED
         c.call(Message.MOVER_STOP, check=True)
         c.call(Message.TAPE_CLOSE, check=True)
+
+
+def test_plaintext_sso_takes_the_login_password(server: ServerProcess) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from ndmpd.catalog.store import Catalog; import sys; c = Catalog(sys.argv[1]); "
+        "c.set_svm_settings('svm1', authentication_types=('plaintext_sso',))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(server.base / "state")], check=True)
+    from tests.serverproc import ADMIN_PASSWORD
+
+    with connect(server) as c:
+        assert c.auth_md5("admin", "anything").error == Error.NOT_AUTHORIZED_ERR
+    with connect(server) as c:
+        assert c.auth_text("admin", "wrong").error == Error.NOT_AUTHORIZED_ERR
+    with connect(server) as c:
+        assert c.auth_text("admin", ADMIN_PASSWORD).error == Error.NO_ERR
+        assert c.call(Message.CONFIG_GET_HOST_INFO).error == Error.NO_ERR

@@ -1,7 +1,8 @@
 """NDMP authentication: which credentials open a session, and for which SVM.
 
 ONTAP semantics (spec/ontap-ndmp-rest.md §1.4-1.5): in SVM scope a DMA authenticates with an
-NDMP password generated per user and SVM; an SVM user may use only its own SVM, the cluster
+NDMP password generated per user and SVM (with ``plaintext_sso``, TEXT with the user's login
+password instead); an SVM user may use only its own SVM, the cluster
 ``admin`` any SVM, and the password itself tells which. Each SVM decides whether it is
 enabled and whether ``plaintext`` (TEXT) and ``challenge`` (MD5) are accepted. In node scope
 the node's settings decide, with the node's NDMP user and password.
@@ -27,6 +28,7 @@ class CatalogView(Protocol):
     def node_settings(self) -> object: ...
     def node_password(self) -> str | None: ...
     def ndmp_secret_for(self, auth_id: str, svm: str) -> str | None: ...
+    def verify_login(self, name: str, password: str) -> object | None: ...
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,13 @@ def authenticate(
         if secret is None:
             continue
         settings = catalog.svm_settings(svm)
-        if not _matches(secret, auth_type, password, challenge, digest):
+        sso = "plaintext_sso" in tuple(getattr(settings, "authentication_types", ()))
+        if sso and auth_type == AuthType.TEXT:
+            # plaintext_sso: the user's own login password, no generated NDMP password
+            pw = password.decode("utf-8", "surrogateescape")
+            if catalog.verify_login(auth_id, pw) is None:
+                continue
+        elif not _matches(secret, auth_type, password, challenge, digest):
             continue
         if not getattr(settings, "enabled", False):
             disabled.append(f"NDMP is disabled on SVM {svm}")
