@@ -21,7 +21,7 @@ from ndmpd.agents.env import BackupEnv, EnvProblem, RecoverEnv, parse_backup_env
 from ndmpd.agents.errors import NdmpError
 from ndmpd.agents.history import HistoryBatcher
 from ndmpd.agents.machines import Event
-from ndmpd.agents.mover import bind_listener, connect_any, tcp_addr
+from ndmpd.agents.mover import accept_once, bind_listener, connect_any, tcp_addr
 from ndmpd.agents.pipe import ConnectionBroken, DataEnd, LocalEnd, SocketEnd, local_pair
 from ndmpd.engines.base import Aborted, BackupJob, EngineError, RecoverJob
 from ndmpd.protocol import messages as m
@@ -178,9 +178,8 @@ class DataService:
         return tcp_addr(host, port)
 
     async def _accept(self, sock: socket.socket) -> None:
-        try:
-            conn, _peer = await self.session.server.loop.sock_accept(sock)
-        except (OSError, asyncio.CancelledError):
+        conn = await accept_once(self.session, sock)
+        if conn is None:
             return
         with self.lock:
             if self.state != DataState.LISTEN or self.listen_sock is not sock:
@@ -191,8 +190,6 @@ class DataService:
             self.end = end
             self.addr = tcp_addr(end.peer[0], end.peer[1])
             self._apply(Event.PEER_CONNECTED)
-        self.session.server.ports.release(sock.getsockname()[1])
-        sock.close()
         self.session.log.info("data connection from %s:%d", *end.peer[:2])
 
     def accept_local(self) -> LocalEnd:

@@ -245,18 +245,14 @@ class MoverService:
         return tcp_addr(host, port)
 
     async def _accept(self, sock: socket.socket) -> None:
-        loop = self.session.server.loop
-        try:
-            conn, _peer = await loop.sock_accept(sock)
-        except (OSError, asyncio.CancelledError):
+        conn = await accept_once(self.session, sock)
+        if conn is None:
             return
         with self.lock:
             if self.state != MoverState.LISTEN or self.listen_sock is not sock:
                 conn.close()
                 return
             self.listen_sock = None
-        self.session.server.ports.release(sock.getsockname()[1])
-        sock.close()
         self.attach(SocketEnd(conn))
 
     def attach(self, end: DataEnd) -> None:
@@ -616,6 +612,18 @@ def bind_listener(session: Session) -> tuple[socket.socket, str, int]:
     except OSError as exc:
         raise NdmpError(Error.CONNECT_ERR, str(exc)) from exc
     return sock, host, sock.getsockname()[1]
+
+
+async def accept_once(session: Session, sock: socket.socket) -> socket.socket | None:
+    """The one connection a LISTEN waits for; the listener is then closed and its port freed.
+    None when the listen was given up (abort, teardown)."""
+    try:
+        conn, _peer = await session.server.loop.sock_accept(sock)
+    except (OSError, asyncio.CancelledError):
+        return None
+    session.server.ports.release(sock.getsockname()[1])
+    sock.close()
+    return conn
 
 
 def listen_host(source_address: str) -> str:

@@ -533,12 +533,7 @@ class TapeDrive:
                 if count == 0:
                     return 0
                 p = self._pos
-                _c, first, end, size, data = self._cur
-                if not first <= p < end:
-                    _c, first, end, size, data = self._locate(p)
-                if size == 0:
-                    self._hit_filemark()
-                    raise TapeError(Error.EOF_ERR, "filemark")
+                first, size, data = self._record_at(p)
                 n = size if size < count else count
                 off = data + (p - first) * size
                 rb = off - self._rb_off
@@ -605,6 +600,17 @@ class TapeDrive:
         self._snap = (self._file_num, self._blockno, self._pos_bytes)
         return n
 
+    def _record_at(self, p: int) -> tuple[int, int, int]:
+        """(first position, record size, data offset) of the chunk holding the record at
+        ``p``; raises EOF_ERR on a filemark and EOM_ERR at blank tape."""
+        _c, first, end, size, data = self._cur
+        if not first <= p < end:
+            _c, first, end, size, data = self._locate(p)
+        if size == 0:
+            self._hit_filemark()
+            raise TapeError(Error.EOF_ERR, "filemark")
+        return first, size, data
+
     def _locate(self, p: int) -> tuple[int, int, int, int, int]:
         """Chunk facts for position ``p``; raises EOM_ERR at blank tape."""
         idx = self._idx
@@ -627,12 +633,7 @@ class TapeDrive:
             return []
         bs = self.block_size
         p = self._pos
-        _c, first, end, size, data = self._cur
-        if not first <= p < end:
-            _c, first, end, size, data = self._locate(p)
-        if size == 0:
-            self._hit_filemark()
-            raise TapeError(Error.EOF_ERR, "filemark")
+        first, size, data = self._record_at(p)
         if not bs:
             n = min(size, count)
             extents = [(data + (p - first) * size, n)]
