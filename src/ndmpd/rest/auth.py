@@ -113,7 +113,7 @@ class Authenticator:
             return principal
         count = self._record_failure(address)
         delay = self.delay_for(count)
-        log.info(
+        log.warning(
             "REST login failed from %s (user %r, %d recent failures)",
             address,
             creds[0] if creds else None,
