@@ -21,7 +21,13 @@ from ndmpd.agents.env import BackupEnv, EnvProblem, RecoverEnv, parse_backup_env
 from ndmpd.agents.errors import NdmpError
 from ndmpd.agents.history import HistoryBatcher
 from ndmpd.agents.machines import Event
-from ndmpd.agents.mover import accept_once, bind_listener, connect_any, tcp_addr
+from ndmpd.agents.mover import (
+    accept_once,
+    bind_listener,
+    connect_any,
+    finish_workers,
+    tcp_addr,
+)
 from ndmpd.agents.pipe import ConnectionBroken, DataEnd, LocalEnd, SocketEnd, local_pair
 from ndmpd.engines.base import Aborted, BackupJob, EngineError, RecoverJob
 from ndmpd.protocol import messages as m
@@ -448,12 +454,7 @@ class DataService:
             self._reset()
 
     async def _join(self) -> None:
-        worker = self.worker
-        if worker is not None and worker.is_alive():
-            await asyncio.to_thread(worker.join, 30)
-        task = self.accept_task
-        if task is not None and not task.done():
-            task.cancel()
+        await finish_workers(self.worker, self.accept_task)
 
     def get_env(self) -> list[m.Pval]:
         self._check(Message.DATA_GET_ENV)

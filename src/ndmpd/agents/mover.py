@@ -302,20 +302,20 @@ class MoverService:
         with self.lock:
             if self.read_pending:
                 raise NdmpError(Error.READ_IN_PROGRESS_ERR)
-            self.seek_position = self.read_cursor = offset
-            self.bytes_left_to_read = length
-            self.read_pending = True
-            self.changed.notify_all()
+            self._start_read(offset, length)
 
     def local_read(self, offset: int, length: int) -> None:
         """The data service's internal read on a LOCAL connection (no MOVER_READ on the wire)."""
         with self.lock:
-            if self.read_pending or self.mode != MoverMode.WRITE:
-                return
-            self.seek_position = self.read_cursor = offset
-            self.bytes_left_to_read = length
-            self.read_pending = True
-            self.changed.notify_all()
+            if not self.read_pending and self.mode == MoverMode.WRITE:
+                self._start_read(offset, length)
+
+    def _start_read(self, offset: int, length: int) -> None:
+        """Hand a byte range to the recover worker (caller holds the lock)."""
+        self.seek_position = self.read_cursor = offset
+        self.bytes_left_to_read = length
+        self.read_pending = True
+        self.changed.notify_all()
 
     def continue_(self) -> None:
         self._check(Message.MOVER_CONTINUE)
@@ -354,12 +354,7 @@ class MoverService:
             self.record_size = size
 
     async def _join(self) -> None:
-        worker = self.worker
-        if worker is not None and worker.is_alive():
-            await asyncio.to_thread(worker.join, 30)
-        task = self.accept_task
-        if task is not None and not task.done():
-            task.cancel()
+        await finish_workers(self.worker, self.accept_task)
 
     async def abort_for_kill(self) -> None:
         self._halt(MoverHaltReason.ABORTED, Event.KILLED)
@@ -612,6 +607,16 @@ def bind_listener(session: Session) -> tuple[socket.socket, str, int]:
     except OSError as exc:
         raise NdmpError(Error.CONNECT_ERR, str(exc)) from exc
     return sock, host, sock.getsockname()[1]
+
+
+async def finish_workers(
+    worker: threading.Thread | None, accept_task: asyncio.Task[None] | None
+) -> None:
+    """Wait for a service's worker thread to let go and drop a listen nobody answered."""
+    if worker is not None and worker.is_alive():
+        await asyncio.to_thread(worker.join, 30)
+    if accept_task is not None and not accept_task.done():
+        accept_task.cancel()
 
 
 async def accept_once(session: Session, sock: socket.socket) -> socket.socket | None:
