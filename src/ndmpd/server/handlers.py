@@ -25,7 +25,7 @@ from ndmpd.protocol.constants import (
     TapeDeviceAttr,
 )
 from ndmpd.server import authn, fsinfo
-from ndmpd.server.session import NO_REPLY, Session
+from ndmpd.server.session import Session
 
 MAX_TAPE_READ = m.MAX_SEND_DATA  # one record per TAPE_READ; the reply must fit one fragment
 
@@ -347,5 +347,5 @@ def tape_execute_cdb(s: Session, body: object) -> object:
     raise NdmpError(Error.NOT_SUPPORTED_ERR, "virtual drives take no CDBs")
 
 
-__all__ = ["HANDLERS", "NO_REPLY", "handles"]
+__all__ = ["HANDLERS", "handles"]
 from ndmpd.server import handlers_dm as _handlers_dm  # noqa: E402,F401  (registers data/mover)

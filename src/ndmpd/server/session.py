@@ -265,8 +265,6 @@ class Session(asyncio.Protocol):
             self.log.exception("%s failed", code.name)
             self._reply_error(header, Error.UNDEFINED_ERR)
             return
-        if result is _NO_REPLY:
-            return
         self.send(self.conn.send_reply(header, result))
         if code == Message.CONNECT_CLOSE:
             self.closing = True
@@ -320,14 +318,6 @@ class Session(asyncio.Protocol):
         self.server.unregister(self)
         self.log.info("session closed after %d requests", self.stats_requests)
         self.closed.set()
-
-
-class _NoReply:
-    """Returned by a handler that answers on its own (or must not answer)."""
-
-
-_NO_REPLY = _NoReply()
-NO_REPLY = _NO_REPLY
 
 
 def _code_name(code: int) -> str:
