@@ -24,6 +24,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ndmpd.engines import native
 from ndmpd.engines.base import EngineError, LogFn, Selection
 from ndmpd.protocol.constants import LogType
 
@@ -88,6 +89,8 @@ class Extractor:
         self._seq = itertools.count()
         self._tag = b"%x." % os.getpid()
         self.kept: list[bytes] = []  # existing entries left alone because overwrite is off
+        self._dir_fds: dict[bytes, int] = {}  # verified directories open for the C fast path
+        self._named_temp = False  # the file system has no O_TMPFILE: the C path renames
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -184,6 +187,52 @@ class Extractor:
         prefix = full + b"/"
         self._dirs = {d for d in self._dirs if d != full and not d.startswith(prefix)}
         self._pending_dirs.pop(full, None)
+        for d in [d for d in self._dir_fds if d == full or d.startswith(prefix)]:
+            os.close(self._dir_fds.pop(d))
+
+    # -- the C fast path --------------------------------------------------------------------
+
+    def dir_fd(self, path: bytes) -> int:
+        """An open descriptor on directory ``path`` (made if missing), verified as
+        :meth:`target` verifies parents; closed when that directory is replaced or at
+        :meth:`finish`. Raises as :meth:`target` does."""
+        fd = self._dir_fds.get(path)
+        if fd is not None:
+            return fd
+        full = self.target(path)
+        fd = self._dir_fds.get(full)
+        if fd is not None:
+            return fd
+        if full not in self._dirs:
+            self._ensure_dir(full)
+        if len(self._dir_fds) >= 64:
+            self._close_dir_fds()
+        fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self._dir_fds[full] = fd
+        return fd
+
+    def write_files(self, buf: bytearray, files: Sequence[tuple]) -> tuple[int, int]:
+        """Create plain regular files from ``buf`` in C (see ``_speedups.write_files``).
+
+        ``files`` holds ``(dirfd, name, offset, size, mode, uid, gid, atime_ns or -1,
+        mtime_ns)`` with ``dirfd`` from :meth:`dir_fd` and ``name`` a plain base name. Returns
+        (files done, errno): on a failure the caller restores that file through
+        :meth:`create_file`, which reports it, and goes on with the rest.
+        """
+        sp = native.speedups
+        assert sp is not None
+        flags = (native.CHOWN if self.chown else 0) | (native.OVERWRITE if self.overwrite else 0)
+        if self._named_temp:
+            flags |= native.NAMED_TEMP
+        prefix = _TEMP_PREFIX + self._tag
+        done, err, named = sp.write_files(buf, files, flags, prefix, _umask())
+        self._named_temp = bool(named)
+        return done, err
+
+    def _close_dir_fds(self) -> None:
+        for fd in self._dir_fds.values():
+            os.close(fd)
+        self._dir_fds = {}
 
     def _warn(self, msg: str) -> None:
         if self._log is not None:
@@ -224,6 +273,13 @@ class Extractor:
         out = FileOut(self, full, tmp, fd, meta)
         self._open[fd] = out
         return out
+
+    def restore_file(self, path: bytes, meta: Meta, data: bytes | memoryview) -> None:
+        """A whole regular file from memory: the Python path the C fast path falls back on
+        for a file it could not create, so that its failure is reported the usual way."""
+        out = self.create_file(path, meta)
+        out.write(data)  # discards the temporary file itself when it fails
+        out.commit(len(data))
 
     def symlink(self, path: bytes, target: bytes, meta: Meta) -> None:
         """Create a symlink; its target is stored verbatim and never followed here."""
@@ -323,6 +379,7 @@ class Extractor:
 
     def finish(self) -> None:
         """Apply directory metadata, deepest first. Safe to call more than once."""
+        self._close_dir_fds()
         pending = sorted(self._pending_dirs.items(), key=lambda kv: kv[0].count(b"/"), reverse=True)
         self._pending_dirs = {}
         for d, meta in pending:
@@ -333,6 +390,7 @@ class Extractor:
 
     def abandon(self) -> None:
         """Remove every temporary file still open (after an error or an abort)."""
+        self._close_dir_fds()
         for out in list(self._open.values()):
             out.discard()
 
@@ -411,6 +469,25 @@ class FileOut:
         os.close(fd)
         if self._tmp is not None:
             _unlink_quiet(self._tmp)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    global _UMASK
+    if _UMASK < 0:
+        _UMASK = 0o022
+        try:
+            with open("/proc/self/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Umask:"):
+                        _UMASK = int(line.split()[1], 8)
+                        break
+        except (OSError, ValueError):
+            pass
+    return _UMASK
+
+
+_UMASK = -1
 
 
 def _unlink_quiet(p: bytes) -> None:

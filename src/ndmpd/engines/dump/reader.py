@@ -13,6 +13,7 @@ import stat
 from collections import deque
 from dataclasses import dataclass, field
 
+from ndmpd.engines import native
 from ndmpd.engines.base import Aborted, EngineError, RecoverJob, RecoverResult, Selection
 from ndmpd.engines.dump import format as fmt
 from ndmpd.engines.extract import Extractor, FileOut, Meta, map_selection, match_selection
@@ -45,6 +46,24 @@ class _Source:
         self.start = self.end = 0
         self.offset = 0  # stream offset of buf[start]
         self.eof = False
+
+    def fill_to(self, need: int) -> bool:
+        """At least ``need`` bytes from ``start`` in the buffer; False if the stream ends."""
+        if self.end - self.start >= need:
+            return True
+        if need > _BUF_SIZE:
+            return False
+        avail = self.end - self.start
+        if self.start:
+            self.buf[:avail] = self.buf[self.start : self.end]
+            self.start, self.end = 0, avail
+        while self.end < need and not self.eof:
+            n = self._read(self.mv[self.end :])
+            if not n:
+                self.eof = True
+            else:
+                self.end += n
+        return self.end >= need
 
     def _fill(self) -> int:
         """At least one whole record available unless the stream ended; returns bytes ready."""
@@ -163,6 +182,8 @@ class DumpReader:
         self.ex: Extractor | None = None
         self.pending: fmt.Header | None = None
         self.pending_off = 0
+        # The C fast path restores runs of plain small files; a full restore only.
+        self.fast = native.speedups if self.hist is None and not job.selections else None
 
     # -- headers ---------------------------------------------------------------------------
 
@@ -247,9 +268,12 @@ class DumpReader:
 
     def _loop(self) -> None:
         abort = self.job.abort
+        fast = self.fast
         while True:
             if abort.is_set():
                 raise Aborted("recovery aborted")
+            if fast is not None and self.tree_built and self._unread() and self._fast_run(fast):
+                continue
             h, off = self._next()
             t = h.ctype
             if t == fmt.TS_END:
@@ -504,6 +528,72 @@ class DumpReader:
             except EngineError as exc:
                 self._refuse(p, str(exc))
                 self._done(p, False)
+
+    def _unread(self) -> bool:
+        """Give a pushed-back header back to the buffer, so the C scan sees it; False when
+        it is no longer there."""
+        if self.pending is None:
+            return True
+        src = self.src
+        if src.start < fmt.TP_BSIZE or src.offset - fmt.TP_BSIZE != self.pending_off:
+            return False
+        src.start -= fmt.TP_BSIZE
+        src.offset -= fmt.TP_BSIZE
+        self.pending = None
+        return True
+
+    def _fast_run(self, fast: object) -> bool:
+        """Restore the plain regular files at the current position in C; False when the
+        next inode is anything else (the Python loop then takes that one inode)."""
+        src = self.src
+        inodes, pos, status, need = fast.dump_scan(  # type: ignore[attr-defined]
+            src.buf, src.start, src.end, native.SCAN_BATCH
+        )
+        ex = self.ex
+        assert ex is not None
+        names = self.names
+        dest_root = self.job.destination.rstrip(b"/") or b"/"
+        files: list[tuple] = []
+        dests: list[tuple[bytes, bytes]] = []
+        stop = pos
+        for ino, mode, uid, gid, at, mt, off, size, hoff in inodes:
+            paths = names.get(ino)
+            if paths is None or len(paths) != 1:
+                stop = hoff  # unnamed or hard-linked: the Python path decides
+                break
+            path = paths[0]
+            dest = dest_root + b"/" + path
+            d, _, base = dest.rpartition(b"/")
+            try:
+                fd = ex.dir_fd(d)
+            except (EngineError, OSError):
+                stop = hoff
+                break
+            del names[ino]
+            files.append((fd, base, off, size, mode, uid, gid, at, mt))
+            dests.append((path, dest))
+        if not files:
+            if status == native.NEED and not inodes and need <= _BUF_SIZE // 2:
+                return src.fill_to(need)
+            return False
+        i = 0
+        while i < len(files):
+            done, err = ex.write_files(src.buf, files[i:] if i else files)
+            self.result.entries += done
+            i += done
+            if err:
+                _fd, _base, off, size, mode, uid, gid, at, mt = files[i]
+                path, dest = dests[i]
+                meta = Meta(mode, uid, gid, mt, at)
+                try:
+                    ex.restore_file(dest, meta, src.mv[off : off + size])
+                    self.result.entries += 1
+                except EngineError as exc:
+                    self._refuse(path, str(exc))
+                i += 1
+        src.offset += stop - src.start
+        src.start = stop
+        return True
 
     def _done(self, path: bytes, ok: bool) -> None:
         if ok:

@@ -12,6 +12,7 @@ import os
 import stat
 from collections.abc import Callable
 
+from ndmpd.engines import native
 from ndmpd.engines.base import Aborted, EngineError, RecoverJob, RecoverResult, Selection
 from ndmpd.engines.extract import Extractor, FileOut, Meta, UnsafePath, match_selection
 from ndmpd.engines.tar import format as fmt
@@ -157,6 +158,9 @@ class TarReader:
             self.sel_state.setdefault(s.name, None)
         self.globals: dict[bytes, bytes] = {}
         self.warned_abs = False
+        # The C fast path restores runs of plain small files; a full restore only.
+        self.fast = native.speedups if self.ex is not None and not self.selections else None
+        self.fast_dirs: dict[bytes, bytes | None] = {}  # member dir -> destination dir
 
     # -- driver ---------------------------------------------------------------------------
 
@@ -195,9 +199,19 @@ class TarReader:
         longname: bytes | None = None
         longlink: bytes | None = None
         first = -1
+        fast = self.fast
         while True:
             if abort.is_set():
                 raise Aborted("recovery aborted")
+            if (
+                fast is not None
+                and not pending
+                and longname is None
+                and longlink is None
+                and not self.globals
+                and self._fast_run(fast)
+            ):
+                continue
             off = inp.offset
             blk = inp.block()
             if blk is None:
@@ -233,6 +247,106 @@ class TarReader:
             pending = []
             longname = longlink = None
             first = -1
+
+    # -- the C fast path ------------------------------------------------------------------
+
+    def _fast_run(self, fast: object) -> bool:
+        """Restore the plain regular files at the current position in C; False when the
+        next member is anything else (the Python loop then takes that one member)."""
+        inp = self.inp
+        members, pos, status, need = fast.tar_scan(  # type: ignore[attr-defined]
+            inp.buf, inp.start, inp.end, native.SCAN_BATCH, native.FAST_MAX_SIZE
+        )
+        if not members:
+            if status == native.NEED and need <= BUF_SIZE // 2:
+                return inp._fill(need)
+            return False
+        ex = self.ex
+        assert ex is not None
+        files: list[tuple] = []
+        dests: list[bytes] = []
+        slow: list[int] = []  # indexes of members whose directory the C path cannot use
+        dirs = self.fast_dirs
+        root = self.dest_root
+        for i, (name, mode, uid, gid, at, mt, off, size) in enumerate(members):
+            d, _, base = name.rpartition(b"/")
+            dest_dir = dirs.get(d, b"")
+            if dest_dir == b"":
+                rel = _norm(d) if not d.startswith(b"/") else None
+                dest_dir = dirs[d] = None if rel is None else (root + b"/" + rel if rel else root)
+            fd = -1
+            if dest_dir is not None and base != b"." and base != b"..":
+                try:
+                    fd = ex.dir_fd(dest_dir)
+                except (EngineError, OSError):
+                    fd = -1
+            if fd < 0:
+                slow.append(i)
+                files.append(())
+                dests.append(name)
+                continue
+            files.append((fd, base, off, size, mode, uid, gid, at, mt))
+            dests.append(dest_dir + b"/" + base)
+        self._fast_write(members, files, dests, slow)
+        self.result.entries += len(members)
+        inp.start = pos
+        return True
+
+    def _fast_write(
+        self, members: list[tuple], files: list[tuple], dests: list[bytes], slow: list[int]
+    ) -> None:
+        """Create ``files`` in order; one the C path cannot do goes through the extractor."""
+        ex = self.ex
+        assert ex is not None
+        buf = self.inp.buf
+        i = 0
+        n = len(files)
+        slow_at = set(slow)
+        while i < n:
+            if i in slow_at:
+                self._fast_fallback(members[i], dests[i], from_name=True)
+                i += 1
+                continue
+            j = i
+            while j < n and j not in slow_at:
+                j += 1
+            done, err = ex.write_files(buf, files[i:j])
+            i += done
+            if err:
+                self._fast_fallback(members[i], dests[i], from_name=False)
+                i += 1
+
+    def _fast_fallback(self, member: tuple, dest: bytes, *, from_name: bool) -> None:
+        """One member of a fast run through the Python path, reporting failures as usual."""
+        name, mode, uid, gid, at, mt, off, size = member
+        ex = self.ex
+        assert ex is not None
+        if from_name:
+            if name.startswith(b"/") and not self.warned_abs:
+                self.warned_abs = True
+                self.job.log(LogType.WARNING, "removing leading '/' from member names")
+            rel = _norm(name)
+            if rel is None:
+                self._fail(
+                    None,
+                    f"{name!r}: member name contains '..', skipped",
+                    RecoveryStatus.FAILED_PERMISSION,
+                )
+                return
+            dest = self.dest_root + b"/" + rel if rel else self.dest_root
+        kept = len(ex.kept)
+        meta = Meta(stat.S_IFREG | mode, uid, gid, mt, None if at < 0 else at)
+        try:
+            ex.restore_file(dest, meta, self.inp.mv[off : off + size])
+        except UnsafePath as e:
+            self._fail(None, str(e), RecoveryStatus.FAILED_PERMISSION)
+        except EngineError as e:
+            self._fail(None, str(e), RecoveryStatus.FAILED_IO_ERROR)
+        except OSError as e:
+            self._fail(None, f"{os.fsdecode(dest)}: {e.strerror}", RecoveryStatus.FAILED_IO_ERROR)
+        else:
+            if len(ex.kept) != kept:
+                self.result.failed += 1
 
     # -- headers --------------------------------------------------------------------------
 
