@@ -243,13 +243,14 @@ def print_table(rows: list[Row], sizes: dict[str, int], runs: int) -> None:
             print(f"  MISS ({row.dataset}) {row.op} {row.who} {row.path}: " + "; ".join(misses))
 
 
-def throughput(base: Path, runs: int, quick: bool, skip_peer: bool) -> None:
+def throughput(base: Path, runs: int, quick: bool, skip_peer: bool, only_sets: str = "ab") -> None:
     big = 32 << 20 if quick else 256 << 20
     small_n = 5_000 if quick else 50_000
     sets = {
         "a": (f"4 x {big >> 20} MiB", lambda d: make_big_files(d, 4, big)),
         "b": (f"{small_n:,} x 4 KiB", lambda d: make_small_files(d, small_n, 4096)),
     }
+    sets = {k: v for k, v in sets.items() if k in only_sets}
     srv = start_ndmpd(base / "ndmpd")
     peer = None
     rows: list[Row] = []
@@ -341,6 +342,7 @@ def main() -> None:
     )
     parser.add_argument("--hist-engines", default="dump,tar")
     parser.add_argument("--no-peer", action="store_true", help="skip ndmjob's own server")
+    parser.add_argument("--sets", default="ab", help="data sets to run: a (large), b (small)")
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     nfiles = args.files or (100_000 if args.quick else 1_000_000)
@@ -351,7 +353,7 @@ def main() -> None:
     with scratch("e2ebench-", str(parent)) as base:
         print(f"scratch {base}; {os.cpu_count()} CPUs; runs {runs}", flush=True)
         if args.only in (None, "throughput"):
-            throughput(base, runs, args.quick, args.no_peer)
+            throughput(base, runs, args.quick, args.no_peer, args.sets)
         if args.only in (None, "hist"):
             hist(base, nfiles, args.hist_engines.split(","))
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import queue
 import stat
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ndmpd.engines import native
@@ -91,6 +93,9 @@ class Extractor:
         self.kept: list[bytes] = []  # existing entries left alone because overwrite is off
         self._dir_fds: dict[bytes, int] = {}  # verified directories open for the C fast path
         self._named_temp = False  # the file system has no O_TMPFILE: the C path renames
+        self._committer: _Committer | None = None
+        self._syncing = False
+        self._queued: set[bytes] = set()  # destinations of queued files, until the next sync
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -206,6 +211,7 @@ class Extractor:
         if full not in self._dirs:
             self._ensure_dir(full)
         if len(self._dir_fds) >= 64:
+            self.sync()  # queued batches may still use these descriptors
             self._close_dir_fds()
         fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self._dir_fds[full] = fd
@@ -229,6 +235,44 @@ class Extractor:
         self._named_temp = bool(named)
         return done, err
 
+    def submit(
+        self, data: bytes, files: list[tuple], tags: list, on_fail: FailFn, dests: list[bytes]
+    ) -> None:
+        """Queue :meth:`write_files` of ``files`` (offsets into ``data``) for the committer
+        thread, which runs it while the caller parses on. Every other method waits for the
+        queue first (:meth:`sync`), so entries are still created in stream order. A file the
+        C path fails on is handed, at that point, to ``on_fail(tag, data, file)`` (in the
+        caller's thread), which restores it through the Python path. ``dests``: the files'
+        full paths (so that :meth:`mkdir` waits only when it would meet one of them)."""
+        if len(self._queued) > 65536:
+            self.sync()
+        self._queued.update(dests)
+        if self._committer is None:
+            self._committer = _Committer(self)
+        self._committer.put((data, files, tags, on_fail))
+
+    def sync(self) -> None:
+        """Wait for the queued batches; restore the files they failed on, in order."""
+        c = self._committer
+        if c is None or self._syncing:
+            return
+        self._syncing = True
+        self._queued.clear()
+        try:
+            for (data, files, tags, on_fail), i, failed in c.drain():
+                n = len(files)
+                while i < n:
+                    if failed:
+                        on_fail(tags[i], data, files[i])
+                        i += 1
+                        failed = False
+                        continue
+                    done, err = self.write_files(data, files[i:] if i else files)
+                    i += done
+                    failed = bool(err)
+        finally:
+            self._syncing = False
+
     def _close_dir_fds(self) -> None:
         for fd in self._dir_fds.values():
             os.close(fd)
@@ -241,8 +285,14 @@ class Extractor:
     # -- entries ----------------------------------------------------------------------------
 
     def mkdir(self, path: bytes, meta: Meta) -> None:
-        """Create (or reuse) a directory; its metadata is applied by :meth:`finish`."""
+        """Create (or reuse) a directory; its metadata is applied by :meth:`finish`.
+
+        Unlike the other entries it does not wait for queued files unless one of them goes
+        to this very path: a new directory cannot disturb the others, and a tar stream has
+        one directory entry per directory, right before its files."""
         full = self.target(path)
+        if full in self._queued:
+            self.sync()
         if full not in self._dirs:
             try:
                 os.mkdir(full, 0o700)
@@ -262,6 +312,7 @@ class Extractor:
 
     def create_file(self, path: bytes, meta: Meta) -> FileOut:
         """Open a regular file for writing under a temporary name beside its final one."""
+        self.sync()
         full = self.target(path)
         if self._keep_existing(full):
             return FileOut(self, full, None, -1, meta)
@@ -283,6 +334,7 @@ class Extractor:
 
     def symlink(self, path: bytes, target: bytes, meta: Meta) -> None:
         """Create a symlink; its target is stored verbatim and never followed here."""
+        self.sync()
         full = self.target(path)
         if self._keep_existing(full):
             return
@@ -296,6 +348,7 @@ class Extractor:
 
     def hardlink(self, path: bytes, existing: bytes) -> None:
         """Link ``path`` to ``existing``, an entry restored earlier by this extractor."""
+        self.sync()
         full = self.target(path)
         src = self.target(existing)
         if self._keep_existing(full):
@@ -311,6 +364,7 @@ class Extractor:
 
     def special(self, path: bytes, meta: Meta) -> None:
         """Create a FIFO, device or socket node."""
+        self.sync()
         full = self.target(path)
         if self._keep_existing(full):
             return
@@ -377,8 +431,15 @@ class Extractor:
             except OSError as e:
                 self._warn(f"cannot set xattr {k!r} on {os.fsdecode(p)}: {e.strerror}")
 
+    def _stop_committer(self) -> None:
+        if self._committer is not None:
+            self.sync()
+            self._committer.stop()
+            self._committer = None
+
     def finish(self) -> None:
         """Apply directory metadata, deepest first. Safe to call more than once."""
+        self._stop_committer()
         self._close_dir_fds()
         pending = sorted(self._pending_dirs.items(), key=lambda kv: kv[0].count(b"/"), reverse=True)
         self._pending_dirs = {}
@@ -390,9 +451,60 @@ class Extractor:
 
     def abandon(self) -> None:
         """Remove every temporary file still open (after an error or an abort)."""
+        self._stop_committer()
         self._close_dir_fds()
         for out in list(self._open.values()):
             out.discard()
+
+
+FailFn = Callable[[object, bytes, tuple], None]
+_Batch = tuple[bytes, list[tuple], list, FailFn]
+
+
+class _Committer:
+    """The thread that runs queued :meth:`Extractor.write_files` batches.
+
+    After a batch fails part-way, it runs nothing more: that batch and every later one wait,
+    in order, for :meth:`Extractor.sync`, which finishes them in the caller's thread.
+    """
+
+    def __init__(self, ex: Extractor) -> None:
+        self.ex = ex
+        self.q: queue.Queue[_Batch | None] = queue.Queue(maxsize=4)
+        self.redo: list[tuple[_Batch, int, bool]] = []  # (batch, next index, index failed)
+        self.thread = threading.Thread(target=self._run, name="ndmpd-commit", daemon=True)
+        self.thread.start()
+
+    def put(self, batch: _Batch) -> None:
+        self.q.put(batch)
+
+    def _run(self) -> None:
+        while True:
+            batch = self.q.get()
+            try:
+                if batch is None:
+                    return
+                if self.redo:
+                    self.redo.append((batch, 0, False))
+                    continue
+                try:
+                    done, err = self.ex.write_files(batch[0], batch[1])
+                except BaseException:  # the caller's thread meets it again in sync()
+                    self.redo.append((batch, 0, False))
+                    continue
+                if err:
+                    self.redo.append((batch, done, True))
+            finally:
+                self.q.task_done()
+
+    def drain(self) -> list[tuple[_Batch, int, bool]]:
+        self.q.join()
+        redo, self.redo = self.redo, []
+        return redo
+
+    def stop(self) -> None:
+        self.q.put(None)
+        self.thread.join()
 
 
 class FileOut:

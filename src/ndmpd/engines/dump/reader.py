@@ -19,7 +19,7 @@ from ndmpd.engines.dump import format as fmt
 from ndmpd.engines.extract import Extractor, FileOut, Meta, map_selection, match_selection
 from ndmpd.protocol.constants import LogType, RecoveryStatus
 
-_BUF_SIZE = 1 << 20
+_BUF_SIZE = 4 << 20
 _MAX_DIR = 256 << 20  # restore's own sanity limit for a directory's size
 _MAX_SYMLINK = 4096
 _S_IFMT = 0o170000
@@ -546,15 +546,16 @@ class DumpReader:
         """Restore the plain regular files at the current position in C; False when the
         next inode is anything else (the Python loop then takes that one inode)."""
         src = self.src
+        lo = src.start
         inodes, pos, status, need = fast.dump_scan(  # type: ignore[attr-defined]
-            src.buf, src.start, src.end, native.SCAN_BATCH
+            src.buf, lo, src.end, native.SCAN_BATCH
         )
         ex = self.ex
         assert ex is not None
         names = self.names
         dest_root = self.job.destination.rstrip(b"/") or b"/"
         files: list[tuple] = []
-        dests: list[tuple[bytes, bytes]] = []
+        tags: list[tuple] = []
         stop = pos
         for ino, mode, uid, gid, at, mt, off, size, hoff in inodes:
             paths = names.get(ino)
@@ -570,30 +571,28 @@ class DumpReader:
                 stop = hoff
                 break
             del names[ino]
-            files.append((fd, base, off, size, mode, uid, gid, at, mt))
-            dests.append((path, dest))
+            files.append((fd, base, off - lo, size, mode, uid, gid, at, mt))
+            tags.append((path, dest))
         if not files:
             if status == native.NEED and not inodes and need <= _BUF_SIZE // 2:
                 return src.fill_to(need)
             return False
-        i = 0
-        while i < len(files):
-            done, err = ex.write_files(src.buf, files[i:] if i else files)
-            self.result.entries += done
-            i += done
-            if err:
-                _fd, _base, off, size, mode, uid, gid, at, mt = files[i]
-                path, dest = dests[i]
-                meta = Meta(mode, uid, gid, mt, at)
-                try:
-                    ex.restore_file(dest, meta, src.mv[off : off + size])
-                    self.result.entries += 1
-                except EngineError as exc:
-                    self._refuse(path, str(exc))
-                i += 1
-        src.offset += stop - src.start
+        ex.submit(bytes(src.mv[lo:stop]), files, tags, self._fast_failed, [t[1] for t in tags])
+        self.result.entries += len(files)
+        src.offset += stop - lo
         src.start = stop
         return True
+
+    def _fast_failed(self, tag: object, data: bytes, file: tuple) -> None:
+        """A file the C path could not create: the Python path restores or reports it."""
+        path, dest = tag  # type: ignore[misc]
+        _fd, _base, off, size, mode, uid, gid, at, mt = file
+        self.result.entries -= 1
+        try:
+            self.ex.restore_file(dest, Meta(mode, uid, gid, mt, at), data[off : off + size])  # type: ignore[union-attr]
+            self.result.entries += 1
+        except EngineError as exc:
+            self._refuse(path, str(exc))
 
     def _done(self, path: bytes, ok: bool) -> None:
         if ok:

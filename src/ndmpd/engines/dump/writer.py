@@ -514,7 +514,9 @@ class DumpWriter:
                 if dfd >= 0:
                     os.close(dfd)
 
-    def _fast_files(self, fast: object, dfd: int, drel: bytes, run: list[tuple[int, bytes]]) -> None:
+    def _fast_files(
+        self, fast: object, dfd: int, drel: bytes, run: list[tuple[int, bytes]]
+    ) -> None:
         """Write ``run`` (regular files of one directory, in order) through the C path, which
         produces :meth:`_small_regular`'s bytes; a file it does not take goes the Python way."""
         out = self.out
@@ -527,7 +529,7 @@ class DumpWriter:
         while i < len(run):
             if self.abort.is_set():
                 raise Aborted("backup aborted")
-            i, out.pos, status, stats, eperm, noflags = fast.dump_pack_files(  # type: ignore[attr-defined]
+            i, out.pos, status, stats, _eperm, noflags = fast.dump_pack_files(  # type: ignore[attr-defined]
                 dfd, run, i, out.buf, out.pos, out.batch, out.flushed, self._tmpl,
                 self._o_read, dev not in self.no_flags, hist is not None,
             )  # fmt: skip

@@ -254,8 +254,9 @@ class TarReader:
         """Restore the plain regular files at the current position in C; False when the
         next member is anything else (the Python loop then takes that one member)."""
         inp = self.inp
+        lo = inp.start
         members, pos, status, need = fast.tar_scan(  # type: ignore[attr-defined]
-            inp.buf, inp.start, inp.end, native.SCAN_BATCH, native.FAST_MAX_SIZE
+            inp.buf, lo, inp.end, native.SCAN_BATCH, native.FAST_MAX_SIZE
         )
         if not members:
             if status == native.NEED and need <= BUF_SIZE // 2:
@@ -263,12 +264,13 @@ class TarReader:
             return False
         ex = self.ex
         assert ex is not None
+        data = bytes(inp.mv[lo:pos])  # the batch's own copy: the buffer moves on meanwhile
         files: list[tuple] = []
-        dests: list[bytes] = []
-        slow: list[int] = []  # indexes of members whose directory the C path cannot use
+        tags: list[tuple] = []
         dirs = self.fast_dirs
         root = self.dest_root
-        for i, (name, mode, uid, gid, at, mt, off, size) in enumerate(members):
+        for m in members:
+            name, mode, uid, gid, at, mt, off, size = m
             d, _, base = name.rpartition(b"/")
             dest_dir = dirs.get(d, b"")
             if dest_dir == b"":
@@ -280,48 +282,32 @@ class TarReader:
                     fd = ex.dir_fd(dest_dir)
                 except (EngineError, OSError):
                     fd = -1
-            if fd < 0:
-                slow.append(i)
-                files.append(())
-                dests.append(name)
+            if fd < 0:  # the Python path reports what is wrong with it, in order
+                if files:
+                    ex.submit(data, files, tags, self._fast_failed, [t[1] for t in tags])
+                    files, tags = [], []
+                self._fast_fallback(m, None, data[off - lo : off - lo + size])
                 continue
-            files.append((fd, base, off, size, mode, uid, gid, at, mt))
-            dests.append(dest_dir + b"/" + base)
-        self._fast_write(members, files, dests, slow)
+            files.append((fd, base, off - lo, size, mode, uid, gid, at, mt))
+            tags.append((m, dest_dir + b"/" + base))
+        if files:
+            ex.submit(data, files, tags, self._fast_failed, [t[1] for t in tags])
         self.result.entries += len(members)
         inp.start = pos
         return True
 
-    def _fast_write(
-        self, members: list[tuple], files: list[tuple], dests: list[bytes], slow: list[int]
-    ) -> None:
-        """Create ``files`` in order; one the C path cannot do goes through the extractor."""
-        ex = self.ex
-        assert ex is not None
-        buf = self.inp.buf
-        i = 0
-        n = len(files)
-        slow_at = set(slow)
-        while i < n:
-            if i in slow_at:
-                self._fast_fallback(members[i], dests[i], from_name=True)
-                i += 1
-                continue
-            j = i
-            while j < n and j not in slow_at:
-                j += 1
-            done, err = ex.write_files(buf, files[i:j])
-            i += done
-            if err:
-                self._fast_fallback(members[i], dests[i], from_name=False)
-                i += 1
+    def _fast_failed(self, tag: object, data: bytes, file: tuple) -> None:
+        m, dest = tag  # type: ignore[misc]
+        off, size = file[2], file[3]
+        self._fast_fallback(m, dest, memoryview(data)[off : off + size])
 
-    def _fast_fallback(self, member: tuple, dest: bytes, *, from_name: bool) -> None:
-        """One member of a fast run through the Python path, reporting failures as usual."""
-        name, mode, uid, gid, at, mt, off, size = member
+    def _fast_fallback(self, m: tuple, dest: bytes | None, data: bytes | memoryview) -> None:
+        """One member of a fast run through the Python path, reporting failures as usual.
+        ``dest`` None: work it out from the name, as :meth:`_member` does."""
+        name, mode, uid, gid, at, mt, _off, _size = m
         ex = self.ex
         assert ex is not None
-        if from_name:
+        if dest is None:
             if name.startswith(b"/") and not self.warned_abs:
                 self.warned_abs = True
                 self.job.log(LogType.WARNING, "removing leading '/' from member names")
@@ -337,7 +323,7 @@ class TarReader:
         kept = len(ex.kept)
         meta = Meta(stat.S_IFREG | mode, uid, gid, mt, None if at < 0 else at)
         try:
-            ex.restore_file(dest, meta, self.inp.mv[off : off + size])
+            ex.restore_file(dest, meta, data)
         except UnsafePath as e:
             self._fail(None, str(e), RecoveryStatus.FAILED_PERMISSION)
         except EngineError as e:

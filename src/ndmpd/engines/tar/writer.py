@@ -208,7 +208,12 @@ class TarWriter:
             stack.extend((prefix + name, path + b"/" + name, True) for name in subdirs)
 
     def _fast_files(
-        self, fast: object, rel: bytes, path: bytes, names: list[bytes], nprefix: bytes,
+        self,
+        fast: object,
+        rel: bytes,
+        path: bytes,
+        names: list[bytes],
+        nprefix: bytes,
         xprefix: bytes,
     ) -> None:
         """Archive ``names`` (regular files of directory ``path``, in order) through the C
