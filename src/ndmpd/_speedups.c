@@ -734,12 +734,18 @@ no:
     return -1;
 }
 
+/* os.stat_result's ten sequence fields, then atime/mtime/ctime in ns, blocks, blksize, rdev
+ * (native.stat_result builds the object) */
 static PyObject *stat_tuple(const struct stat *st)
 {
-    return Py_BuildValue("(iKKKIILlll)", (int)st->st_mode, (unsigned long long)st->st_ino,
-                         (unsigned long long)st->st_dev, (unsigned long long)st->st_nlink,
-                         (unsigned)st->st_uid, (unsigned)st->st_gid, (long long)st->st_size,
-                         (long)st->st_atime, (long)st->st_mtime, (long)st->st_ctime);
+    return Py_BuildValue(
+        "(iKKKIILlllLLLLlK)", (int)st->st_mode, (unsigned long long)st->st_ino,
+        (unsigned long long)st->st_dev, (unsigned long long)st->st_nlink, (unsigned)st->st_uid,
+        (unsigned)st->st_gid, (long long)st->st_size, (long)st->st_atime, (long)st->st_mtime,
+        (long)st->st_ctime, (long long)st->st_atim.tv_sec * NS + st->st_atim.tv_nsec,
+        (long long)st->st_mtim.tv_sec * NS + st->st_mtim.tv_nsec,
+        (long long)st->st_ctim.tv_sec * NS + st->st_ctim.tv_nsec, (long long)st->st_blocks,
+        (long)st->st_blksize, (unsigned long long)st->st_rdev);
 }
 
 static long long ts_ns(const struct timespec *t)

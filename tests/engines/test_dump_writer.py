@@ -234,8 +234,10 @@ def test_small_file_fast_path_matches_general_path(
     """The one-call small-file path writes byte for byte what the general path writes."""
     import time
 
+    from ndmpd.engines import native
     from ndmpd.engines.dump import writer
 
+    monkeypatch.setattr(native, "speedups", None)  # this checks the Python small-file path
     root = tmp_path / "src"
     (root / "sub").mkdir(parents=True)
     now = time.time_ns()

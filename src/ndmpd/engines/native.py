@@ -25,3 +25,21 @@ FAST_MAX_SIZE = 1 << 20  # larger members take the streaming path
 
 # write_files flags
 CHOWN, OVERWRITE, NAMED_TEMP = 1, 2, 4
+
+
+def stat_result(t: tuple) -> os.stat_result:
+    """The ``os.stat_result`` for a stat tuple of the C module (file history wants one)."""
+    return os.stat_result(
+        t[:10],
+        {
+            "st_atime": t[10] / 1e9,
+            "st_mtime": t[11] / 1e9,
+            "st_ctime": t[12] / 1e9,
+            "st_atime_ns": t[10],
+            "st_mtime_ns": t[11],
+            "st_ctime_ns": t[12],
+            "st_blocks": t[13],
+            "st_blksize": t[14],
+            "st_rdev": t[15],
+        },
+    )

@@ -538,7 +538,7 @@ class DumpWriter:
             if stats:
                 assert hist is not None
                 for st, num, off in stats:
-                    hist.add_node(os.stat_result(st), num, off)
+                    hist.add_node(native.stat_result(st), num, off)
             if status == native.LIMIT:
                 out.flush()
             elif i < len(run):

@@ -320,6 +320,7 @@ class TarReader:
                 )
                 return
             dest = self.dest_root + b"/" + rel if rel else self.dest_root
+        ex.sync()  # (a no-op when called from within sync)
         kept = len(ex.kept)
         meta = Meta(stat.S_IFREG | mode, uid, gid, mt, None if at < 0 else at)
         try:
@@ -507,6 +508,7 @@ class TarReader:
             dest = self.dest_root + b"/" + rel if rel else self.dest_root
         ex = self.ex
         assert ex is not None
+        ex.sync()  # queued files first: their outcome must not count as this member's
         kept = len(ex.kept)
         meta = Meta(ifmt | m.mode, m.uid, m.gid, m.mtime_ns, m.atime_ns, m.rdev, m.xattrs)
         try:
