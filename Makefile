@@ -8,7 +8,7 @@ TEST_DEBS := amanda-common dump acl attr e2fsprogs gcc
 
 .PHONY: serve test lint bench peers clean
 
-$(VENV)/.base: pyproject.toml
+$(VENV)/.base: pyproject.toml setup.py src/ndmpd/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .

@@ -474,6 +474,60 @@ static PyObject *dump_scan(PyObject *self, PyObject *args)
     return Py_BuildValue("(Nnin)", out, pos, status, need);
 }
 
+PyDoc_STRVAR(dir_entries_doc,
+"dir_entries(data, blksize) -> [(ino, dtype, name), ...]\n\n"
+"The entries of a dump directory image, as dump.format.iter_dir yields them (a bad entry\n"
+"skips the rest of its block; d_ino 0 and empty names are left out).");
+
+static PyObject *dir_entries(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t blksize, blk, end;
+    const unsigned char *d;
+    PyObject *out;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &blksize))
+        return NULL;
+    if (blksize <= 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "bad block size");
+        return NULL;
+    }
+    out = PyList_New(0);
+    if (!out) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    d = view.buf;
+    end = view.len;
+    for (blk = 0; blk < end; blk += blksize) {
+        Py_ssize_t pos = blk, lim = blk + blksize < end ? blk + blksize : end;
+        while (pos + 8 <= lim) {
+            uint32_t ino = le32(d + pos);
+            unsigned reclen = (unsigned)d[pos + 4] | ((unsigned)d[pos + 5] << 8);
+            unsigned dtype = d[pos + 6], namlen = d[pos + 7];
+            PyObject *t;
+            if (reclen == 0 || (reclen & 3) || pos + (Py_ssize_t)reclen > lim ||
+                reclen < 8 + ((namlen + 1 + 3) & ~3u))
+                break;
+            if (ino && namlen) {
+                t = Py_BuildValue("(kIy#)", (unsigned long)ino, dtype, d + pos + 8,
+                                  (Py_ssize_t)namlen);
+                if (!t || PyList_Append(out, t) < 0) {
+                    Py_XDECREF(t);
+                    Py_DECREF(out);
+                    PyBuffer_Release(&view);
+                    return NULL;
+                }
+                Py_DECREF(t);
+            }
+            pos += reclen;
+        }
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* write_files                                                                                 */
 
@@ -1127,6 +1181,7 @@ static PyMethodDef methods[] = {
     {"tar_scan", tar_scan, METH_VARARGS, tar_scan_doc},
     {"dump_scan", dump_scan, METH_VARARGS, dump_scan_doc},
     {"write_files", write_files, METH_VARARGS, write_files_doc},
+    {"dir_entries", dir_entries, METH_VARARGS, dir_entries_doc},
     {"tar_pack_files", tar_pack_files, METH_VARARGS, tar_pack_files_doc},
     {"dump_pack_files", dump_pack_files, METH_VARARGS, dump_pack_files_doc},
     {NULL, NULL, 0, NULL},

@@ -36,13 +36,15 @@ from ndmpd.protocol.constants import (
     TapeOpenMode,
 )
 from ndmpd.tapes import TapeError
+from ndmpd.tapes.drive import DIRECT_WRITE
 
 if TYPE_CHECKING:
     from ndmpd.agents.data import DataService
     from ndmpd.server.session import Session
 
 MAX_RECORD_SIZE = 4 << 20
-_CHUNK = 1 << 20  # bytes per connection read in backup mode (rounded to whole records)
+_CHUNK = 1 << 20  # bytes per connection write in recovery mode (rounded to whole records)
+_SOCK_FILL = 4 << 20  # the backup mode's receive block (see DIRECT_WRITE)
 
 
 class MoverService:
@@ -392,7 +394,7 @@ class MoverService:
         """
         rs = self.record_size
         carry = bytearray()
-        sock_buf = memoryview(bytearray(max(rs, (_CHUNK // rs) * rs)))
+        sock_buf = memoryview(bytearray(max(rs, (_SOCK_FILL // rs) * rs)))
         try:
             while True:
                 end = self.end
@@ -401,7 +403,14 @@ class MoverService:
                 if isinstance(end, LocalEnd):
                     chunk = memoryview(end.take())
                 else:
+                    # fill a large block (or to the end of the stream): the drive then writes
+                    # it straight from here, with no copy into its own buffer
                     n = end.readinto(sock_buf)
+                    while n and n < DIRECT_WRITE + rs:
+                        k = end.readinto(sock_buf[n:])
+                        if not k:
+                            break
+                        n += k
                     chunk = sock_buf[:n]
                 if not chunk.nbytes:
                     break

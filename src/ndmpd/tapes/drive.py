@@ -40,6 +40,7 @@ from ndmpd.tapes.image import (
 
 MiB = 1 << 20
 WRITE_BUFFER = 8 * MiB
+DIRECT_WRITE = 2 * MiB  # write_records of this much or more skips the buffer (no extra copy)
 READ_BUFFER = 4 * MiB
 DIRECT_READ = 64 * 1024  # records this large are read straight into the caller's buffer
 MAX_FIXED_READ = 64 * MiB  # one fixed-block read may span many blocks; bound the allocation
@@ -354,15 +355,17 @@ class TapeDrive:
             size = bs if bs else record_size
             if self._pos != self._idx.end + self._pcount:
                 self._truncate_here()
+            if n >= DIRECT_WRITE:  # a chunk of its own, straight from the caller's buffer
+                if self._pcount:
+                    self._flush_pending()
+                self._psize = 0
+                self._write_chunk(size, blocks, part)
+                self._advance_written(n, blocks, before)
+                return count
             if size != self._psize or self._plen + n > self._bufcap:
                 if self._pcount:
                     self._flush_pending()
                 self._psize = size
-                if n > self._bufcap // 2:
-                    self._write_chunk(size, blocks, part)  # straight from the caller's buffer
-                    self._psize = 0
-                    self._advance_written(n, blocks, before)
-                    return count
             buf = self._buf
             if buf is None:
                 buf = self._buf = bytearray(self._bufcap)

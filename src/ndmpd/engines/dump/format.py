@@ -10,6 +10,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+from ndmpd.engines import native
 from ndmpd.engines.base import EngineError
 
 TP_BSIZE = 1024
@@ -418,6 +419,10 @@ def iter_dir(data: bytes | bytearray | memoryview, blksize: int = TP_BSIZE):
     A bad entry skips the rest of its 1024-byte block, as restore does ("Mangled
     directory"); ``d_ino`` 0 slots are skipped. ``.`` and ``..`` are yielded too.
     """
+    sp = native.speedups
+    if sp is not None:
+        yield from sp.dir_entries(data, blksize)
+        return
     data = bytes(data)
     end = len(data)
     blk = 0

@@ -243,7 +243,9 @@ class TarWriter:
                 if stats:
                     assert hist is not None
                     for st, name, off in stats:
-                        hist.add_file(b"/" + prefix + name, native.stat_result(st), st[1], base + off)
+                        hist.add_file(
+                            b"/" + prefix + name, native.stat_result(st), st[1], base + off
+                        )
                 if status == native.LIMIT:
                     out.flush()
                 elif status == _PK_NAME:
