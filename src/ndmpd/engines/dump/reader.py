@@ -12,6 +12,7 @@ import os
 import stat
 from collections import deque
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from ndmpd.engines import native
 from ndmpd.engines.base import Aborted, EngineError, RecoverJob, RecoverResult, Selection
@@ -542,14 +543,12 @@ class DumpReader:
         self.pending = None
         return True
 
-    def _fast_run(self, fast: object) -> bool:
+    def _fast_run(self, fast: ModuleType) -> bool:
         """Restore the plain regular files at the current position in C; False when the
         next inode is anything else (the Python loop then takes that one inode)."""
         src = self.src
         lo = src.start
-        inodes, pos, status, need = fast.dump_scan(  # type: ignore[attr-defined]
-            src.buf, lo, src.end, native.SCAN_BATCH
-        )
+        inodes, pos, status, need = fast.dump_scan(src.buf, lo, src.end, native.SCAN_BATCH)
         ex = self.ex
         assert ex is not None
         names = self.names

@@ -20,6 +20,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterator
+from types import ModuleType
 
 from ndmpd.engines import native
 from ndmpd.engines.base import Aborted, BackupJob, EngineError, EnvError, write_batch
@@ -515,7 +516,7 @@ class DumpWriter:
                     os.close(dfd)
 
     def _fast_files(
-        self, fast: object, dfd: int, drel: bytes, run: list[tuple[int, bytes]]
+        self, fast: ModuleType, dfd: int, drel: bytes, run: list[tuple[int, bytes]]
     ) -> None:
         """Write ``run`` (regular files of one directory, in order) through the C path, which
         produces :meth:`_small_regular`'s bytes; a file it does not take goes the Python way."""
@@ -529,7 +530,7 @@ class DumpWriter:
         while i < len(run):
             if self.abort.is_set():
                 raise Aborted("backup aborted")
-            i, out.pos, status, stats, _eperm, noflags = fast.dump_pack_files(  # type: ignore[attr-defined]
+            i, out.pos, status, stats, _eperm, noflags = fast.dump_pack_files(
                 dfd, run, i, out.buf, out.pos, out.batch, out.flushed, self._tmpl,
                 self._o_read, dev not in self.no_flags, hist is not None,
             )  # fmt: skip

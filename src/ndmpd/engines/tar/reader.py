@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
+from types import ModuleType
 
 from ndmpd.engines import native
 from ndmpd.engines.base import Aborted, EngineError, RecoverJob, RecoverResult, Selection
@@ -250,12 +251,12 @@ class TarReader:
 
     # -- the C fast path ------------------------------------------------------------------
 
-    def _fast_run(self, fast: object) -> bool:
+    def _fast_run(self, fast: ModuleType) -> bool:
         """Restore the plain regular files at the current position in C; False when the
         next member is anything else (the Python loop then takes that one member)."""
         inp = self.inp
         lo = inp.start
-        members, pos, status, need = fast.tar_scan(  # type: ignore[attr-defined]
+        members, pos, status, need = fast.tar_scan(
             inp.buf, lo, inp.end, native.SCAN_BATCH, native.FAST_MAX_SIZE
         )
         if not members:

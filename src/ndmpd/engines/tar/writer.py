@@ -15,6 +15,7 @@ import re
 import stat
 import struct
 from collections.abc import Sequence
+from types import ModuleType
 from zlib import adler32
 
 from ndmpd.engines import native
@@ -209,7 +210,7 @@ class TarWriter:
 
     def _fast_files(
         self,
-        fast: object,
+        fast: ModuleType,
         rel: bytes,
         path: bytes,
         names: list[bytes],
@@ -233,7 +234,7 @@ class TarWriter:
                 start = i
                 base = out.flushed
                 if dfd >= 0:
-                    i, out.pos, status, stats, missing = fast.tar_pack_files(  # type: ignore[attr-defined]
+                    i, out.pos, status, stats, missing = fast.tar_pack_files(
                         dfd, names, i, nprefix, xprefix, out.buf, out.pos, out.batch,
                         self.unames, self.gnames, hist is not None,
                     )  # fmt: skip
