@@ -450,6 +450,12 @@ static PyObject *dump_scan(PyObject *self, PyObject *args)
             break;
         }
         n = (const unsigned char *)view.buf + next;
+        /* the Python reader reads the next header before it commits a file: a broken one
+         * means this file is not restored either */
+        if (!dump_header_ok(n)) {
+            status = ST_STOP;
+            break;
+        }
         if (le32(n + 20) == ino &&
             (le32(n) == TS_ADDR || (le32(n) == TS_INODE && (le32(n + 888) & DR_EXTATTRIBUTES)))) {
             status = ST_STOP;
@@ -895,7 +901,8 @@ static PyObject *tar_pack_files(PyObject *self, PyObject *args)
         name = PyBytes_AS_STRING(nm);
         namelen = PyBytes_GET_SIZE(nm);
         fullen = nprelen + namelen;
-        if (fullen > 100 || !ascii_only(name, namelen) || (Py_ssize_t)strlen(name) != namelen) {
+        if (fullen > 100 || !ascii_only(name, namelen) || !ascii_only(npre, nprelen) ||
+            (Py_ssize_t)strlen(name) != namelen) {
             status = PK_STOP;
             break;
         }

@@ -368,16 +368,7 @@ def test_backup_same_stream_and_history(
 @pytest.mark.parametrize(
     "engine",
     [
-        pytest.param(
-            "tar",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="tar_pack_files checks only the base name for non-ASCII bytes, not the "
-                "directory prefix (nprefix): for ./café/f0 the C path writes the raw UTF-8 "
-                "name into the ustar header and no x 'path' record, while the Python writer "
-                "(_small_file refuses a non-ASCII name, _member) writes 'path=./café/f0'",
-            ),
-        ),
+        "tar",
         "dump",
     ],
 )
@@ -498,21 +489,11 @@ def _dirs_in_the_way(d: Path) -> None:
         os.utime(r + b"/" + rel, ns=(PRE_MTIME, PRE_MTIME))
 
 
-_TAR_DESYNC = pytest.mark.xfail(
-    strict=True,
-    reason="tar reader (the Python path): when a regular member's commit fails after its data "
-    "was read (here 'cannot replace .../sub/s1: Directory not empty', a 1-byte file), "
-    "TarReader._member skips the member's data a second time (data_size is zeroed only when "
-    "_file returns), so the stream gets out of step ('bad header checksum at offset 5110273') "
-    "and the rest of the image is lost; the C path's fallback restores it",
-)
-
-
 @needs_speedups
 @pytest.mark.parametrize(
     "engine,overwrite",
     [
-        pytest.param("tar", True, marks=_TAR_DESYNC),
+        ("tar", True),
         ("tar", False),
         ("dump", True),
         ("dump", False),
@@ -574,17 +555,7 @@ def _tarfile_stream(members: list[tuple], fmt: int = tarfile.PAX_FORMAT) -> byte
     "overwrite",
     [
         True,
-        pytest.param(
-            False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="tar fast path: with overwrite off, a stream with file 'x' then file "
-                "'x/z' in one scan batch makes Extractor.dir_fd create directory 'x' before "
-                "the queued file 'x' is written; the C path then keeps that directory "
-                "('kept existing x') and restores x/z into it, while the Python path "
-                "restores file x and fails x/z ('exists and is not a directory')",
-            ),
-        ),
+        False,
     ],
     ids=["overwrite", "keep"],
 )
@@ -673,13 +644,6 @@ def _dump_file_headers(data: bytes, max_size: int = 20000) -> list[int]:
 
 
 @needs_speedups
-@pytest.mark.xfail(
-    strict=True,
-    reason="dump: when the header after a plain small file is corrupt, dump_scan accepts the "
-    "file (it looks only at the next header's type and inode) and the C path restores it, "
-    "while the Python path reads that next header (for TS_ADDR/EA continuations) before "
-    "committing, fails, and restores nothing of that file",
-)
 def test_dump_restore_corrupt_header_after_a_file(
     source_trees: dict, python_streams: dict, tmp_path: Path, monkeypatch
 ) -> None:

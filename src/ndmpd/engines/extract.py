@@ -197,6 +197,22 @@ class Extractor:
 
     # -- the C fast path --------------------------------------------------------------------
 
+    def sync_for_dir(self, path: bytes) -> None:
+        """:meth:`sync` unless making directory ``path`` cannot meet a queued file: the path
+        is normal, not queued itself, and its parent exists (nothing else gets made)."""
+        if self._queued and (
+            path in self._queued
+            or path.rpartition(b"/")[0] not in self._dirs
+            or b"/." in path
+            or b"//" in path
+            or path.endswith(b"/")
+        ):
+            self.sync()
+
+    def known_dir_fd(self, path: bytes) -> int | None:
+        """The descriptor :meth:`dir_fd` has open for ``path``, if any (nothing is made)."""
+        return self._dir_fds.get(path)
+
     def dir_fd(self, path: bytes) -> int:
         """An open descriptor on directory ``path`` (made if missing), verified as
         :meth:`target` verifies parents; closed when that directory is replaced or at
@@ -204,6 +220,8 @@ class Extractor:
         fd = self._dir_fds.get(path)
         if fd is not None:
             return fd
+        if self._queued and path not in self._dirs:
+            self.sync()  # directories may be made: a queued file may be in the way
         full = self.target(path)
         fd = self._dir_fds.get(full)
         if fd is not None:
@@ -288,11 +306,10 @@ class Extractor:
         """Create (or reuse) a directory; its metadata is applied by :meth:`finish`.
 
         Unlike the other entries it does not wait for queued files unless one of them goes
-        to this very path: a new directory cannot disturb the others, and a tar stream has
-        one directory entry per directory, right before its files."""
+        to this path or to a parent it has to make: a new directory cannot disturb the others,
+        and a tar stream has one directory entry per directory, right before its files."""
+        self.sync_for_dir(path)
         full = self.target(path)
-        if full in self._queued:
-            self.sync()
         if full not in self._dirs:
             try:
                 os.mkdir(full, 0o700)

@@ -564,11 +564,18 @@ class DumpReader:
             path = paths[0]
             dest = dest_root + b"/" + path
             d, _, base = dest.rpartition(b"/")
-            try:
-                fd = ex.dir_fd(d)
-            except (EngineError, OSError):
-                stop = hoff
-                break
+            known = ex.known_dir_fd(d)
+            if known is not None:
+                fd = known
+            else:
+                if files:  # making a directory must see the files before it: next run
+                    stop = hoff
+                    break
+                try:
+                    fd = ex.dir_fd(d)
+                except (EngineError, OSError):
+                    stop = hoff
+                    break
             del names[ino]
             files.append((fd, base, off - lo, size, mode, uid, gid, at, mt))
             tags.append((path, dest))

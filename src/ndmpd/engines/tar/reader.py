@@ -279,10 +279,17 @@ class TarReader:
                 dest_dir = dirs[d] = None if rel is None else (root + b"/" + rel if rel else root)
             fd = -1
             if dest_dir is not None and base != b"." and base != b"..":
-                try:
-                    fd = ex.dir_fd(dest_dir)
-                except (EngineError, OSError):
-                    fd = -1
+                known = ex.known_dir_fd(dest_dir)
+                if known is not None:
+                    fd = known
+                else:
+                    if files:  # queue them first: making this directory must see them
+                        ex.submit(data, files, tags, self._fast_failed, [t[1] for t in tags])
+                        files, tags = [], []
+                    try:
+                        fd = ex.dir_fd(dest_dir)
+                    except (EngineError, OSError):
+                        fd = -1
             if fd < 0:  # the Python path reports what is wrong with it, in order
                 if files:
                     ex.submit(data, files, tags, self._fast_failed, [t[1] for t in tags])
@@ -509,15 +516,20 @@ class TarReader:
             dest = self.dest_root + b"/" + rel if rel else self.dest_root
         ex = self.ex
         assert ex is not None
-        ex.sync()  # queued files first: their outcome must not count as this member's
+        # queued files first, so that their outcome is not counted as this member's
+        if ifmt == stat.S_IFDIR:
+            ex.sync_for_dir(dest)  # (a directory waits only when it must: see mkdir)
+        else:
+            ex.sync()
         kept = len(ex.kept)
         meta = Meta(ifmt | m.mode, m.uid, m.gid, m.mtime_ns, m.atime_ns, m.rdev, m.xattrs)
         try:
             if m.typeflag == fmt.LNK:
                 self._hardlink(m, dest)
             elif ifmt == stat.S_IFREG:
-                self._file(ex.create_file(dest, meta), m, data_size)
-                data_size = 0  # consumed
+                out = ex.create_file(dest, meta)
+                size, data_size = data_size, 0  # _file consumes the data, even when it fails
+                self._file(out, m, size)
             elif ifmt == stat.S_IFDIR:
                 ex.mkdir(dest, meta)
             elif ifmt == stat.S_IFLNK:
