@@ -20,7 +20,7 @@ NDMJOB = "/usr/lib/amanda/ndmjob"
 def write_config(
     base: Path,
     *,
-    tapes: dict[str, str] | None = None,
+    tapes: dict[str, str | tuple[str, str]] | None = None,
     mode: str = "svm",
     svms: dict[str, list[str]] | None = None,
     extra: str = "",
@@ -42,8 +42,11 @@ def write_config(
         lines += ["[[svm]]", f'name = "{svm}"']
         for vol in vols:
             lines += ["  [[svm.volume]]", f'  name = "{vol}"', f'  path = "{base / svm / vol}"']
-    for name, capacity in tapes.items():
+    for name, spec in tapes.items():  # "capacity", or ("capacity", "speed")
+        capacity, speed = (spec, "") if isinstance(spec, str) else spec
         lines += ["[[tape]]", f'name = "{name}"', f'capacity = "{capacity}"']
+        if speed:
+            lines.append(f'speed = "{speed}"')
     path = base / "ndmpd.toml"
     path.write_text("\n".join(lines) + "\n" + extra)
     return path

@@ -133,6 +133,7 @@ name = "svm-b"
 name = "drive.0"
 capacity = "500G"
 block_size = "64K"
+speed = "300M"
 [[tape]]
 name = "nrst1a"
 capacity = 10485760
@@ -144,7 +145,7 @@ capacity = 10485760
     assert [s.name for s in config.svms] == ["svm_a", "svm-b"]
     assert config.svms[0].volumes[1] == VolumeConfig("home", Path("/srv/home"))
     assert config.tapes == (
-        TapeConfig("drive.0", 500 * 1024**3, 64 * 1024),
+        TapeConfig("drive.0", 500 * 1024**3, 64 * 1024, 300 * 1024**2),
         TapeConfig("nrst1a", 10 * 1024**2),
     )
     assert config.svm("svm-b") is config.svms[1]
@@ -227,6 +228,8 @@ BAD = [
     ('[[tape]]\nname = "t"\ncapacity = true\n', "tape[0].capacity", "expected a size"),
     ('[[tape]]\nname = "t"\nblock_size = "4G"\n', "tape[0].block_size", "at most"),
     ('[[tape]]\nname = "t"\nlabel = "x"\n', "tape[0].label", "unknown key"),
+    ('[[tape]]\nname = "t"\nspeed = "fast"\n', "tape[0].speed", 'got "fast"'),
+    ('[[tape]]\nname = "t"\nspeed = -1\n', "tape[0].speed", "non-negative"),
 ]
 
 
@@ -495,7 +498,7 @@ def test_resolved_paths_stay_inside_the_volume(path: str) -> None:
 
 _KEYS = ["state_dir", "node", "name", "ndmp", "listen", "mode", "data_port_range", "rest",
          "tls", "cert", "key", "svm", "volume", "path", "tape", "capacity", "block_size",
-         "junk"]  # fmt: skip
+         "speed", "junk"]  # fmt: skip
 _scalars = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
     st.booleans(),

@@ -51,7 +51,9 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], fragment: str) ->
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("cli")
-    srv = start_server(base / "srv", log_level="INFO", tapes={"nrst0a": "4G", "nrst1a": "4G"})
+    # drives paced at 128 MiB/s: a backup of "big" lasts 8 s, well past the CLI runs
+    tapes = {"nrst0a": ("4G", "128M"), "nrst1a": ("4G", "128M")}
+    srv = start_server(base / "srv", log_level="INFO", tapes=tapes)
     try:
         make_tree(srv.volume() / "big", BIG_MIB)
         yield srv
@@ -83,7 +85,6 @@ def test_list_show_watch_and_kill_a_live_backup(live: ServerProcess) -> None:
     assert empty.returncode == 0, empty.stderr
     assert "no NDMP sessions" in empty.stdout
 
-    # 1 KiB records: the same bytes at about half the speed, so the backup outlasts the CLI runs.
     job = backup(live.agent(), "/svm1/vol1/big", "nrst0a", "-b", "2")
     try:
         rec = running_backup(live, job)

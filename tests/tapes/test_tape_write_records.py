@@ -114,3 +114,35 @@ def test_bulk_reads_equal_one_by_one(tmp_path_factory, files) -> None:
         got[bulk] = (data, errors, d.state().file_num)
     assert got[True] == got[False]
     d.close()
+
+
+def test_speed_paces_writes_and_reads(tmp_path: Path) -> None:
+    """A drive with ``speed`` takes no more bytes per second than that, either way, and the
+    records are the same as on an unpaced drive."""
+    import time
+
+    d = TapeDrive("t", tmp_path / "t.img", 1 << 30, durable=False, speed=8 << 20)
+    d.open(TapeOpenMode.RDWR)
+    data = bytes(range(256)) * 4096  # 1 MiB
+    t0 = time.monotonic()
+    for _ in range(4):
+        assert d.write_records(data, 64 << 10) == 16
+    written = time.monotonic() - t0
+    d.mtio(MtioOp.EOF, 1)
+    d.mtio(MtioOp.REW, 1)
+    buf = bytearray(1 << 20)
+    t0 = time.monotonic()
+    got = b""
+    for _ in range(4):
+        n = d.readinto_records(buf, 64 << 10)
+        got += bytes(buf[:n])
+    read = time.monotonic() - t0
+    assert got == data * 4
+    # 4 MiB at 8 MiB/s is 0.5 s; a quarter second of burst is free
+    assert 0.2 <= written < 2.0 and 0.2 <= read < 2.0, (written, read)
+    fast = TapeDrive("u", tmp_path / "u.img", 1 << 30, durable=False)
+    fast.open(TapeOpenMode.RDWR)
+    t0 = time.monotonic()
+    for _ in range(4):
+        fast.write_records(data, 64 << 10)
+    assert time.monotonic() - t0 < 0.2

@@ -98,6 +98,7 @@ class TapeConfig:
     name: str
     capacity: int
     block_size: int = 0
+    speed: int = 0  # bytes per second the drive takes at most (0: as fast as the disk)
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,8 @@ class Config:
             ]
             if tape.block_size:
                 out.append(f"block_size = {_toml_size(tape.block_size)}")
+            if tape.speed:
+                out.append(f"speed = {_toml_size(tape.speed)}")
         return "\n".join(out) + "\n"
 
 
@@ -452,7 +455,7 @@ class _Loader:
         seen: set[str] = set()
         for i, item in enumerate(raw):
             key = f"tape[{i}]"
-            table = self.table(item, key, {"name", "capacity", "block_size"})
+            table = self.table(item, key, {"name", "capacity", "block_size", "speed"})
             if "name" not in table:
                 raise self.error(f"{key}.name", "missing (every [[tape]] needs a name)")
             name = self.name(table["name"], f"{key}.name", "drive")
@@ -465,7 +468,10 @@ class _Loader:
             block = 0
             if "block_size" in table:
                 block = self.size(table["block_size"], f"{key}.block_size", 0)
-            tapes.append(TapeConfig(name=name, capacity=capacity, block_size=block))
+            speed = 0
+            if "speed" in table:
+                speed = self.size(table["speed"], f"{key}.speed", 0)
+            tapes.append(TapeConfig(name=name, capacity=capacity, block_size=block, speed=speed))
         return tuple(tapes)
 
 

@@ -54,7 +54,7 @@ def serve(config: Config, catalog: Catalog) -> int:
         _print_first_start(first)
     _prepare_dirs(config)
     drives = DriveRegistry(
-        [(t.name, t.capacity, t.block_size) for t in config.tapes], config.state_dir
+        [(t.name, t.capacity, t.block_size, t.speed) for t in config.tapes], config.state_dir
     )
     engines = available()
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,7 @@ class TapeDrive:
         *,
         durable: bool = True,
         write_buffer: int = WRITE_BUFFER,
+        speed: int = 0,
     ) -> None:
         if capacity <= 0:
             raise ValueError(f"tape {name}: capacity must be positive, not {capacity}")
@@ -103,6 +105,10 @@ class TapeDrive:
         self.block_size = block_size
         self.early_warning = early_warning
         self.durable = durable
+        # Emulated drive speed: bytes per second at most (0 = as fast as the disk), so that a
+        # DMA can be tested against a drive's real pace (and a job lasts long enough to watch).
+        self.speed = speed
+        self._pace_due = 0.0  # when the bytes moved so far would be done at that speed
         self.auto_load = True
         self.is_open = False
         self.mode: TapeOpenMode | None = None
@@ -268,7 +274,37 @@ class TapeDrive:
 
     # -- write path --------------------------------------------------------------------------
 
+    # -- data transfer: the public calls pace the unpaced ones (see ``speed``) ----------------
+
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Write one record (``len(data)`` bytes); see ``_write``."""
+        return self._pace(self._write(data))
+
+    def write_records(self, data: bytes | bytearray | memoryview, record_size: int) -> int:
+        """Write whole records in bulk; returns how many; see ``_write_records``."""
+        count = self._write_records(data, record_size)
+        self._pace(count * record_size)
+        return count
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Read one record into ``buf``; see ``_readinto``."""
+        return self._pace(self._readinto(buf))
+
+    def readinto_records(self, buf: bytearray | memoryview, record_size: int) -> int:
+        """Read whole records in bulk; returns the bytes stored; see ``_readinto_records``."""
+        return self._pace(self._readinto_records(buf, record_size))
+
+    def _pace(self, n: int) -> int:
+        """With a ``speed``, sleep (outside the lock) until ``n`` more bytes would be done."""
+        if self.speed and n > 0:
+            now = time.monotonic()
+            due = max(self._pace_due, now - 0.25) + n / self.speed  # a short burst is free
+            self._pace_due = due
+            if due > now:
+                time.sleep(due - now)
+        return n
+
+    def _write(self, data: bytes | bytearray | memoryview) -> int:
         """Write one record (fixed mode: whole blocks); return the bytes written."""
         n = data.nbytes if type(data) is memoryview else len(data)
         with self._lock:
@@ -320,7 +356,7 @@ class TapeDrive:
             self._advance_written(n, cnt, before)
             return n
 
-    def write_records(self, data: bytes | bytearray | memoryview, record_size: int) -> int:
+    def _write_records(self, data: bytes | bytearray | memoryview, record_size: int) -> int:
         """Write ``len(data) // record_size`` records of ``record_size`` bytes in one call (the
         mover's hot path: no per-record Python). Returns how many were written: fewer when the
         next one needs the early-warning or end-of-medium answer, which the caller then gets
@@ -518,7 +554,7 @@ class TapeDrive:
             self.bytes_read += total
             return bytes(out)
 
-    def readinto(self, buf: bytearray | memoryview) -> int:
+    def _readinto(self, buf: bytearray | memoryview) -> int:
         """Read one record into ``buf`` (truncated to its size); return the bytes stored."""
         view = memoryview(buf)
         if view.format != "B" or view.ndim != 1:
@@ -559,14 +595,14 @@ class TapeDrive:
             self.bytes_read += at
             return at
 
-    def readinto_records(self, buf: bytearray | memoryview, record_size: int) -> int:
+    def _readinto_records(self, buf: bytearray | memoryview, record_size: int) -> int:
         """Read as many whole records of ``record_size`` bytes as fit in ``buf``, in one call
         (the mover's hot path on recovery). Stops before a record of another size, a filemark
         or blank tape; when the very first one is such, behaves as ``readinto`` (its errors,
         or one record of another size). Returns the bytes stored."""
         view = memoryview(buf).cast("B")
         if self.block_size or record_size <= 0 or view.nbytes < record_size:
-            return self.readinto(view)
+            return self._readinto(view)
         with self._lock:
             if not self._can_read:
                 self._refuse_io()
@@ -582,7 +618,7 @@ class TapeDrive:
             count = min(end - p, view.nbytes // size) if size == record_size else 0
             if count > 1:
                 return self._read_run(view, p, first, data, size, count)
-        return self.readinto(view)
+        return self._readinto(view)
 
     def _read_run(
         self, view: memoryview, p: int, first: int, data: int, size: int, count: int

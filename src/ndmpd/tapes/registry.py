@@ -37,18 +37,23 @@ def parse_capacity(text: str | int) -> int:
 class DriveRegistry:
     """Drives by name, built once from the configuration."""
 
-    def __init__(self, drives: Iterable[tuple[str, int, int]], state_dir: Path) -> None:
+    def __init__(
+        self, drives: Iterable[tuple[str, int, int, *tuple[int, ...]]], state_dir: Path
+    ) -> None:
+        """``drives``: (name, capacity, block_size[, speed in bytes per second])."""
         self.state_dir = Path(state_dir)
         self._drives: dict[str, TapeDrive] = {}
         self._owners: dict[str, object] = {}
         self._lock = threading.Lock()
-        for name, capacity, block_size in drives:
+        for name, capacity, block_size, *rest in drives:
             if not valid_drive_name(name):
                 raise ValueError(f"invalid tape drive name {name!r}")
             if name in self._drives:
                 raise ValueError(f"tape drive {name!r} configured twice")
             path = image_path(self.state_dir, name)
-            self._drives[name] = TapeDrive(name, path, capacity, block_size)
+            self._drives[name] = TapeDrive(
+                name, path, capacity, block_size, speed=rest[0] if rest else 0
+            )
 
     def names(self) -> list[str]:
         return list(self._drives)
