@@ -594,6 +594,11 @@ static int write_one(const struct wfile *w, const char *buf, struct wctx *c, con
         }
         do_chown = (uid_t)w->uid != c->euid || (gid_t)w->gid != c->egid || c->dir_sgid;
     }
+    /* a base name only: the callers split paths, and confinement relies on it */
+    if (!w->name[0] || strchr(w->name, '/') || !strcmp(w->name, ".") || !strcmp(w->name, "..")) {
+        errno = EINVAL;
+        return -1;
+    }
     tmp[0] = 0;
     if (!c->named && O_TMPFILE) {
         created = mode & 0777 & ~c->umask;
@@ -605,7 +610,7 @@ static int write_one(const struct wfile *w, const char *buf, struct wctx *c, con
     }
     if (fd < 0) {
         created = 0600;
-        snprintf(tmp, sizeof tmp, "%s%lxc", tprefix, temp_seq++);
+        snprintf(tmp, sizeof tmp, "%s%lxc", tprefix, __atomic_fetch_add(&temp_seq, 1, __ATOMIC_RELAXED));
         fd = openat(w->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0)
             return -1;
@@ -644,7 +649,7 @@ static int write_one(const struct wfile *w, const char *buf, struct wctx *c, con
         if (errno != EEXIST || !(flags & WF_OVERWRITE))
             goto fail;
         /* replace an existing entry atomically: link under a temporary name, rename over */
-        snprintf(tmp, sizeof tmp, "%s%lxc", tprefix, temp_seq++);
+        snprintf(tmp, sizeof tmp, "%s%lxc", tprefix, __atomic_fetch_add(&temp_seq, 1, __ATOMIC_RELAXED));
         if (link_tmpfile(fd, w->dirfd, tmp) < 0) {
             tmp[0] = 0;
             goto fail;

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 _TEMP_PREFIX = b".ndmpd-tmp."
+_EXTRACTORS = itertools.count()  # concurrent restores into one directory never share a name
 
 
 class UnsafePath(EngineError):
@@ -89,7 +90,7 @@ class Extractor:
         self._pending_dirs: dict[bytes, Meta] = {}
         self._open: dict[int, FileOut] = {}
         self._seq = itertools.count()
-        self._tag = b"%x." % os.getpid()
+        self._tag = b"%x.%x." % (os.getpid(), next(_EXTRACTORS))  # unique per restore
         self.kept: list[bytes] = []  # existing entries left alone because overwrite is off
         self._dir_fds: dict[bytes, int] = {}  # verified directories open for the C fast path
         self._named_temp = False  # the file system has no O_TMPFILE: the C path renames
