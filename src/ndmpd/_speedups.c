@@ -205,6 +205,21 @@ static int parse_pax(const unsigned char *p, Py_ssize_t n, struct pax *x)
 
 #define PAD(n) (((n) + BLOCK - 1) / BLOCK * BLOCK)
 
+/* The result list of a scan over view[start:end]; NULL (view released) on a bad range. */
+static PyObject *scan_begin(Py_buffer *view, Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *out;
+    if (start < 0 || end > view->len || start > end) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "bad range");
+        return NULL;
+    }
+    out = PyList_New(0);
+    if (!out)
+        PyBuffer_Release(view);
+    return out;
+}
+
 PyDoc_STRVAR(tar_scan_doc,
 "tar_scan(buf, start, end, limit, max_size) -> (members, pos, status, need)\n\n"
 "Parse plain regular-file members (an optional x header with path/times/ids only, then a\n"
@@ -220,16 +235,8 @@ static PyObject *tar_scan(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "y*nnnn", &view, &start, &end, &limit, &max_size))
         return NULL;
-    if (start < 0 || end > view.len || start > end) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "bad range");
+    if (!(out = scan_begin(&view, start, end)))
         return NULL;
-    }
-    out = PyList_New(0);
-    if (!out) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
     pos = start;
     while (PyList_GET_SIZE(out) < limit) {
         const unsigned char *buf = view.buf;
@@ -395,16 +402,8 @@ static PyObject *dump_scan(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "y*nnn", &view, &start, &end, &limit))
         return NULL;
-    if (start < 0 || end > view.len || start > end) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "bad range");
+    if (!(out = scan_begin(&view, start, end)))
         return NULL;
-    }
-    out = PyList_New(0);
-    if (!out) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
     pos = start;
     while (PyList_GET_SIZE(out) < limit) {
         const unsigned char *h = (const unsigned char *)view.buf + pos;

@@ -8,9 +8,10 @@ entry (unsafe name, unwritable file) is logged, counted and skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 from ndmpd.engines import native
@@ -329,19 +330,9 @@ class TarReader:
                 return
             dest = self.dest_root + b"/" + rel if rel else self.dest_root
         ex.sync()  # (a no-op when called from within sync)
-        kept = len(ex.kept)
         meta = Meta(stat.S_IFREG | mode, uid, gid, mt, None if at < 0 else at)
-        try:
+        with self._outcome(None, dest):
             ex.restore_file(dest, meta, data)
-        except UnsafePath as e:
-            self._fail(None, str(e), RecoveryStatus.FAILED_PERMISSION)
-        except EngineError as e:
-            self._fail(None, str(e), RecoveryStatus.FAILED_IO_ERROR)
-        except OSError as e:
-            self._fail(None, f"{os.fsdecode(dest)}: {e.strerror}", RecoveryStatus.FAILED_IO_ERROR)
-        else:
-            if len(ex.kept) != kept:
-                self.result.failed += 1
 
     # -- headers --------------------------------------------------------------------------
 
@@ -521,9 +512,8 @@ class TarReader:
             ex.sync_for_dir(dest)  # (a directory waits only when it must: see mkdir)
         else:
             ex.sync()
-        kept = len(ex.kept)
         meta = Meta(ifmt | m.mode, m.uid, m.gid, m.mtime_ns, m.atime_ns, m.rdev, m.xattrs)
-        try:
+        with self._outcome(sel, dest):
             if m.typeflag == fmt.LNK:
                 self._hardlink(m, dest)
             elif ifmt == stat.S_IFREG:
@@ -536,6 +526,17 @@ class TarReader:
                 ex.symlink(dest, m.linkname, meta)
             else:
                 ex.special(dest, meta)
+        inp.copy(data_size + pad, None)
+
+    @contextlib.contextmanager
+    def _outcome(self, sel: Selection | None, dest: bytes) -> Iterator[None]:
+        """Create one entry: a failure is reported (and the stream goes on), a broken stream
+        raises; an entry kept because overwrite is off counts as failed."""
+        ex = self.ex
+        assert ex is not None
+        kept = len(ex.kept)
+        try:
+            yield
         except FormatError:
             raise
         except UnsafePath as e:
@@ -550,7 +551,6 @@ class TarReader:
                 self.result.failed += 1
             else:
                 self._mark(sel, RecoveryStatus.SUCCESSFUL)
-        inp.copy(data_size + pad, None)
 
     def _dest(self, rel: bytes, sel: Selection) -> bytes:
         orig = b"/".join(p for p in sel.original.split(b"/") if p and p != b".")
