@@ -77,86 +77,105 @@ def agents(agent: str, path: str) -> list[str]:
     return ["-D", agent] if path == "local" else ["-D", agent, "-T", agent]
 
 
-def bench_gnu_tar(name: str, src: Path, work: Path, runs: int) -> tuple[list[Row], Path]:
-    image = work / "gnu.tar"
-    piped = work / "gnu-pipe.tar"
-    dest = work / "gnu-restore"
-    c_file = Row(name, "backup", "GNU tar", "file")
-    c_pipe = Row(name, "backup", "GNU tar", "pipe")
-    x_file = Row(name, "restore", "GNU tar", "file")
-    create = ["tar", "-cf", str(image), "-C", str(src), "."]
-    run(create)  # warm-up
-    for _ in range(runs):
-        c_file.walls.append(timed(lambda: run(create)))
-        c_pipe.walls.append(
-            timed(lambda: run(["bash", "-c", f"tar -cf - -C '{src}' . | cat > '{piped}'"]))
+class GnuTar:
+    """GNU tar writing the tree to a file, through a pipe, and reading the file back."""
+
+    def __init__(self, name: str, src: Path, work: Path) -> None:
+        self.src, self.image = src, work / "gnu.tar"
+        self.piped, self.dest = work / "gnu-pipe.tar", work / "gnu-restore"
+        self.create = ["tar", "-cf", str(self.image), "-C", str(src), "."]
+        self.c_file = Row(name, "backup", "GNU tar", "file")
+        self.c_pipe = Row(name, "backup", "GNU tar", "pipe")
+        self.x_file = Row(name, "restore", "GNU tar", "file")
+        self.rows = [self.c_file, self.c_pipe, self.x_file]
+        run(self.create)  # warm-up
+
+    def round(self, i: int) -> None:
+        self.c_file.walls.append(timed(lambda: run(self.create)))
+        self.c_pipe.walls.append(
+            timed(
+                lambda: run(["bash", "-c", f"tar -cf - -C '{self.src}' . | cat > '{self.piped}'"])
+            )
         )
-        rmtree(dest)
-        dest.mkdir()
-        x_file.walls.append(timed(lambda: run(["tar", "-xf", str(image), "-C", str(dest)])))
-        same_tree(src, dest)
-    rmtree(dest)
-    piped.unlink()
-    return [c_file, c_pipe, x_file], image
+        rmtree(self.dest)
+        self.dest.mkdir()
+        self.x_file.walls.append(
+            timed(lambda: run(["tar", "-xf", str(self.image), "-C", str(self.dest)]))
+        )
+        same_tree(self.src, self.dest)
+        rmtree(self.dest)
+
+    def close(self) -> None:
+        print(f"  GNU tar image {self.image.stat().st_size} bytes", flush=True)
+        self.image.unlink()
+        self.piped.unlink()
 
 
-def bench_ndmpd(name: str, srv: Ndmpd, src_rel: str, runs: int) -> list[Row]:
-    rows = []
-    src = srv.volume() / src_rel
-    drives = iter(f"nrst{i}a" for i in range(4))
-    warmed = False
-    for engine in ENGINES:
-        for path in PATHS:
-            drive = next(drives)
+class NdmpdJobs:
+    """Backup and restore through ndmpd, every engine on every data path (one drive each)."""
+
+    def __init__(self, name: str, srv: Ndmpd, src_rel: str) -> None:
+        self.srv, self.src_rel, self.src = srv, src_rel, srv.volume() / src_rel
+        self.combos = []
+        for i, (engine, path) in enumerate((e, p) for e in ENGINES for p in PATHS):
             ag = agents(srv.agent(), path)
-            backup = ["-c", *ag, "-B", engine, "-C", f"/svm1/vol1/{src_rel}", "-f", drive]
-            if not warmed:
-                ndmjob(backup)
-                warmed = True
+            drive = f"nrst{i}a"
             b = Row(name, "backup", f"ndmpd {engine}", path)
             r = Row(name, "restore", f"ndmpd {engine}", path)
-            for _ in range(runs):
-                mark = srv.mark()
-                b.walls.append(ndmjob(backup)[0])
-                b.phases.append(srv.data_phase(mark))
-            for i in range(runs):
-                rel = f"restore-{engine}-{path}-{i}"
-                dest = srv.volume() / rel
-                mark = srv.mark()
-                restore = ["-x", *ag, "-B", engine, "-C", f"/svm1/vol1/{rel}", "-f", drive]
-                r.walls.append(ndmjob(restore)[0])
-                r.phases.append(srv.data_phase(mark))
-                same_tree(src, dest)
-                rmtree(dest)
-            rows += [b, r]
-    return rows
+            self.combos.append((engine, path, ag, drive, b, r))
+        self.rows = [row for *_, b, r in self.combos for row in (b, r)]
+        engine, path, ag, drive, *_ = self.combos[0]
+        ndmjob(self._backup(engine, ag, drive))  # warm-up
+
+    def _backup(self, engine: str, ag: list[str], drive: str) -> list[str]:
+        return ["-c", *ag, "-B", engine, "-C", f"/svm1/vol1/{self.src_rel}", "-f", drive]
+
+    def round(self, i: int) -> None:
+        srv = self.srv
+        for engine, path, ag, drive, b, r in self.combos:
+            mark = srv.mark()
+            b.walls.append(ndmjob(self._backup(engine, ag, drive))[0])
+            b.phases.append(srv.data_phase(mark))
+            rel = f"restore-{engine}-{path}-{i}"
+            dest = srv.volume() / rel
+            mark = srv.mark()
+            restore = ["-x", *ag, "-B", engine, "-C", f"/svm1/vol1/{rel}", "-f", drive]
+            r.walls.append(ndmjob(restore)[0])
+            r.phases.append(srv.data_phase(mark))
+            same_tree(self.src, dest)
+            rmtree(dest)
 
 
-def bench_peer(name: str, peer: NdmjobServer, src: Path, work: Path, runs: int) -> list[Row]:
-    rows = []
-    warmed = False
-    for path in PATHS:
-        ag = agents(peer.agent(), path)
-        backup = ["-c", *ag, "-B", "tar", "-C", str(src), "-f", str(peer.tape)]
-        if not warmed:
-            ndmjob(backup)
-            warmed = True
-        b = Row(name, "backup", "ndmjob-srv tar", path)
-        r = Row(name, "restore", "ndmjob-srv tar", path)
-        for _ in range(runs):
+class PeerJobs:
+    """The same jobs through ndmjob's own server (tar formatter), LOCAL and TCP."""
+
+    def __init__(self, name: str, peer: NdmjobServer, src: Path, work: Path) -> None:
+        self.peer, self.src, self.work = peer, src, work
+        self.combos = []
+        for path in PATHS:
+            ag = agents(peer.agent(), path)
+            b = Row(name, "backup", "ndmjob-srv tar", path)
+            r = Row(name, "restore", "ndmjob-srv tar", path)
+            self.combos.append((path, ag, b, r))
+        self.rows = [row for *_, b, r in self.combos for row in (b, r)]
+        ndmjob(self._backup(self.combos[0][1]))  # warm-up
+
+    def _backup(self, ag: list[str]) -> list[str]:
+        return ["-c", *ag, "-B", "tar", "-C", str(self.src), "-f", str(self.peer.tape)]
+
+    def round(self, i: int) -> None:
+        peer = self.peer
+        for path, ag, b, r in self.combos:
             peer.reset_stamps()
-            b.walls.append(ndmjob(backup)[0])
+            b.walls.append(ndmjob(self._backup(ag))[0])
             b.phases.append(peer.data_phase())
-        for i in range(runs):
-            dest = work / f"peer-restore-{path}-{i}"
+            dest = self.work / f"peer-restore-{path}-{i}"
             peer.reset_stamps()
             restore = ["-x", *ag, "-B", "tar", "-C", str(dest), "-f", str(peer.tape)]
             r.walls.append(ndmjob(restore)[0])
             r.phases.append(peer.data_phase())
-            same_tree(src, dest)
+            same_tree(self.src, dest)
             rmtree(dest)
-        rows += [b, r]
-    return rows
 
 
 def print_table(rows: list[Row], sizes: dict[str, int], runs: int) -> None:
@@ -272,15 +291,19 @@ def throughput(base: Path, runs: int, quick: bool, skip_peer: bool, only_sets: s
             )
             work = base / f"work-{name}"
             work.mkdir()
-            tar_rows, image = bench_gnu_tar(name, src, work, runs)
-            rows += tar_rows
-            print(f"  GNU tar done; image {image.stat().st_size} bytes", flush=True)
-            image.unlink()
-            rows += bench_ndmpd(name, srv, src_rel, runs)
-            print("  ndmpd done", flush=True)
+            # one round = every tool once, so that a slow spell of this shared machine
+            # weighs on GNU tar, ndmpd and ndmjob's server alike
+            gnu = GnuTar(name, src, work)
+            tools: list[GnuTar | NdmpdJobs | PeerJobs] = [gnu, NdmpdJobs(name, srv, src_rel)]
             if peer is not None:
-                rows += bench_peer(name, peer, src, work, runs)
-                print("  ndmjob's server done", flush=True)
+                tools.append(PeerJobs(name, peer, src, work))
+            for i in range(runs):
+                for tool in tools:
+                    tool.round(i)
+                print(f"  round {i + 1}/{runs} done", flush=True)
+            for tool in tools:
+                rows += tool.rows
+            gnu.close()
             rmtree(work)
             rmtree(src)
     finally:
