@@ -705,7 +705,8 @@ static PyObject *write_files(PyObject *self, PyObject *args)
                               &w->off, &w->size, &w->mode, &w->uid, &w->gid, &w->atime,
                               &w->mtime))
             goto fail;
-        if (w->off < 0 || w->size < 0 || w->off + w->size > view.len || w->mtime < 0) {
+        if (w->off < 0 || w->size < 0 || w->off > view.len || w->size > view.len - w->off ||
+            w->mtime < 0) {
             PyErr_SetString(PyExc_ValueError, "file data outside the buffer");
             goto fail;
         }
@@ -885,6 +886,10 @@ static PyObject *tar_pack_files(PyObject *self, PyObject *args)
                           &npre, &nprelen, &xpre, &xprelen, &view, &pos, &batch, &PyDict_Type,
                           &unames, &PyDict_Type, &gnames, &want_stats))
         return NULL;
+    if (index < 0 || pos < 0 || pos > view.len) {
+        PyErr_SetString(PyExc_ValueError, "bad index or position");
+        goto fail;
+    }
     if (want_stats && !(stats = PyList_New(0)))
         goto fail;
     n = PyList_GET_SIZE(names);
@@ -1078,6 +1083,10 @@ static PyObject *dump_pack_files(PyObject *self, PyObject *args)
         return NULL;
     if (tmpl.len != TP_BSIZE) {
         PyErr_SetString(PyExc_ValueError, "template must be 1024 bytes");
+        goto fail;
+    }
+    if (index < 0 || pos < 0 || pos > view.len) {
+        PyErr_SetString(PyExc_ValueError, "bad index or position");
         goto fail;
     }
     if (want_stats && !(stats = PyList_New(0)))

@@ -1308,6 +1308,26 @@ def test_write_files_rejects_bad_arguments(tmp_path: Path, dirfd: int) -> None:
     assert os.listdir(tmp_path) == []
 
 
+@needs_speedups
+def test_pack_files_reject_bad_positions(tmp_path: Path, dirfd: int) -> None:
+    """A negative index or an output position outside the buffer is a ValueError, not a
+    write outside the buffer."""
+    assert SP is not None
+    (tmp_path / "f").write_bytes(b"x")
+    buf = bytearray(1 << 16)
+    for index, pos in ((-1, 0), (0, -1), (0, len(buf) + 1)):
+        with pytest.raises(ValueError):
+            SP.tar_pack_files(
+                dirfd, [b"f"], index, b"", b"", buf, pos, 1 << 15, {}, {}, False
+            )
+        with pytest.raises(ValueError):
+            SP.dump_pack_files(
+                dirfd, [(1, b"f")], index, buf, pos, 1 << 15, 0, bytes(1024), os.O_RDONLY,
+                False, False,
+            )  # fmt: skip
+    assert buf == bytearray(1 << 16)
+
+
 # -- 4. the switch -------------------------------------------------------------------------
 
 
