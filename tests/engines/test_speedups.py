@@ -1317,9 +1317,7 @@ def test_pack_files_reject_bad_positions(tmp_path: Path, dirfd: int) -> None:
     buf = bytearray(1 << 16)
     for index, pos in ((-1, 0), (0, -1), (0, len(buf) + 1)):
         with pytest.raises(ValueError):
-            SP.tar_pack_files(
-                dirfd, [b"f"], index, b"", b"", buf, pos, 1 << 15, {}, {}, False
-            )
+            SP.tar_pack_files(dirfd, [b"f"], index, b"", b"", buf, pos, 1 << 15, {}, {}, False)
         with pytest.raises(ValueError):
             SP.dump_pack_files(
                 dirfd, [(1, b"f")], index, buf, pos, 1 << 15, 0, bytes(1024), os.O_RDONLY,
