@@ -417,6 +417,49 @@ def test_restore_same_tree(
     assert_same_tree(src, dc, mtime_precision_ns=precision)
 
 
+class BreakingSource(io.BytesIO):
+    """A data connection that dies (the DMA gone) after ``limit`` bytes."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__(data)
+        self.limit = limit
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        if self.tell() >= self.limit:
+            raise ConnectionResetError("data connection lost")
+        view = memoryview(buf)[: self.limit - self.tell()]
+        return super().readinto(view)
+
+
+@needs_speedups
+@pytest.mark.parametrize("engine", ["tar", "dump"])
+def test_restore_cut_by_a_broken_connection_releases_everything(
+    engine: str, python_streams: dict, tmp_path: Path
+) -> None:
+    """Not an engine error: the exception goes up, and with it the committer thread, the
+    directory descriptors and every temporary file (the DMA killed mid-restore)."""
+    data = python_streams[engine, "small"]
+    most = 0
+    for tenth in range(1, 10):
+        dest = tmp_path / f"cut{tenth}"
+        dest.mkdir()
+        d = os.fsencode(dest)
+        fds = len(os.listdir("/proc/self/fd"))
+        job = RecoverJob(
+            source=BreakingSource(data, len(data) * tenth // 10), env={}, confine=d,
+            destination=d, selections=[], log=lambda t, m: None,
+            file_result=lambda n, s: None, abort=threading.Event(),
+        )  # fmt: skip
+        with pytest.raises(ConnectionResetError):
+            available()[engine].recover(job)
+        assert len(os.listdir("/proc/self/fd")) == fds, "descriptors left open"
+        assert not [t for t in threading.enumerate() if t.name == "ndmpd-commit"]
+        names = [n for _, n, _ in _walk(d)]
+        assert not [n for n in names if n.startswith(TEMP_PREFIX)], tenth
+        most = max(most, len(names))
+    assert most > 100, "no cut came after the fast path had run"
+
+
 PRE = [b"many/f0003", b"many/f0510", b"many/f0599", b"sub/s4096", b"sub/deeper/d0",
        b"big600k", b"N" * 120, b"setuid"]  # fmt: skip
 PRE_MTIME = 1_111_111_111_222_333_444

@@ -247,12 +247,18 @@ class DumpReader:
         error: EngineError | None = None
         try:
             self._loop()
-        except Aborted:
+        except EngineError as exc:
+            if isinstance(exc, Aborted):
+                if self.ex is not None:
+                    self.ex.abandon()
+                raise
+            error = exc
+        except BaseException:
+            # the data connection torn down (the DMA gone), or a bug: the committer thread,
+            # the directory descriptors and open temporary files go with the restore
             if self.ex is not None:
                 self.ex.abandon()
             raise
-        except EngineError as exc:
-            error = exc
         finally:
             self.result.bytes_read = self.src.offset
         if self.ex is not None:
