@@ -194,3 +194,37 @@ def test_dma_killed_mid_restore_of_many_files(srv: ServerProcess, engine: str, n
     # and the server goes on serving
     out = run_ndmjob(["-q", "-D", agent])
     assert out.returncode == 0 and "NDMPv4" in out.stdout
+
+
+@pytest.mark.parametrize("engine", ["dump", "tar"])
+def test_dma_killed_mid_backup_of_many_files(srv: ServerProcess, engine: str, ndmjob: str) -> None:
+    pid = srv.proc.pid
+    baseline = len(os.listdir(f"/proc/{pid}/fd"))
+    mark = len(srv.log_text())
+    proc = subprocess.Popen(
+        [NDMJOB, "-c", "-D", srv.agent(), "-T", srv.agent(), "-B", engine,
+         "-C", "/svm1/vol1/many", "-f", "slow"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "started" not in srv.log_text()[mark:]:
+            assert time.monotonic() < deadline, "the backup never started"
+            time.sleep(0.01)
+        time.sleep(0.5)  # in the middle: the slow drive takes the whole tree in seconds
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    deadline = time.monotonic() + 20
+    while srv.log_text()[mark:].count("halted") < 2:
+        assert time.monotonic() < deadline, "the data service or the mover never halted"
+        time.sleep(0.02)
+    assert "data halted: SUCCESSFUL" not in srv.log_text()[mark:]
+    deadline = time.monotonic() + 15
+    while len(os.listdir(f"/proc/{pid}/fd")) > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fds = {n: os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
+    assert len(fds) <= baseline, sorted(fds.values())
+    out = run_ndmjob(["-q", "-D", srv.agent()])
+    assert out.returncode == 0 and "NDMPv4" in out.stdout
