@@ -113,3 +113,26 @@ def run_ndmjob(
     return subprocess.run(
         [NDMJOB, *args], capture_output=True, text=True, errors="replace", timeout=timeout, env=full
     )
+
+
+def ended_okay(out: subprocess.CompletedProcess[str]) -> str:
+    """ndmjob's output, after checking that the job succeeded: ndmjob exits 0 also when the
+    server refused the job, so its closing lines are read too."""
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    assert "Operation ended OKAY" in text or "Operation complete" in text, text[-4000:]
+    assert "Operation ended in failure" not in text, text[-4000:]
+    return text
+
+
+def index_names(idx: Path, engine: str) -> int:
+    """How many entries an ndmjob index holds (tar: DHf lines; dump: DHd minus . and ..)."""
+    count = 0
+    for line in idx.read_bytes().splitlines():
+        if engine == "tar" and line.startswith(b"DHf "):
+            count += 1
+        elif engine == "dump" and line.startswith(b"DHd "):
+            name = line.split(b" ")[2]
+            if name not in (b".", b".."):
+                count += 1
+    return count

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "engines"))
 
-from tests.conftest import run_ndmjob
+from tests.conftest import ended_okay, index_names, run_ndmjob
 from tests.serverproc import ServerProcess, start_server
 from trees import IS_ROOT, assert_same_tree, build_awkward_tree, tree_paths
 
@@ -28,27 +28,6 @@ def agents(srv: ServerProcess, path: str, tape_srv: ServerProcess | None = None)
     if path == "local" and tape_srv is None:
         return ["-D", data]
     return ["-D", data, "-T", (tape_srv or srv).agent()]
-
-
-def ok(out: subprocess.CompletedProcess[str]) -> str:
-    text = out.stdout + out.stderr
-    assert out.returncode == 0, text[-4000:]
-    assert "Operation ended OKAY" in text or "Operation complete" in text, text[-4000:]
-    assert "Operation ended in failure" not in text, text[-4000:]
-    return text
-
-
-def index_names(idx: Path, engine: str) -> int:
-    """How many entries an ndmjob index holds (tar: DHf lines; dump: DHd minus . and ..)."""
-    count = 0
-    for line in idx.read_bytes().splitlines():
-        if engine == "tar" and line.startswith(b"DHf "):
-            count += 1
-        elif engine == "dump" and line.startswith(b"DHd "):
-            name = line.split(b" ")[2]
-            if name not in (b".", b".."):
-                count += 1
-    return count
 
 
 def export(srv: ServerProcess, drive: str, out: Path) -> None:
@@ -79,7 +58,7 @@ def test_backup_toc_restore_selective(
     )
     ag = agents(srv, path)
     idx = tmp_path / "backup.idx"
-    ok(
+    ended_okay(
         run_ndmjob(
             ["-c", "-v", *ag, "-B", engine, "-C", "/svm1/vol1/src", "-f", drive, "-I", str(idx)]
         )
@@ -95,12 +74,12 @@ def test_backup_toc_restore_selective(
 
     # table of contents from the tape alone
     toc = tmp_path / "toc.idx"
-    ok(run_ndmjob(["-t", "-v", *ag, "-B", engine, "-f", drive, "-I", str(toc)]))
+    ended_okay(run_ndmjob(["-t", "-v", *ag, "-B", engine, "-f", drive, "-I", str(toc)]))
     assert index_names(toc, engine) == expected
 
     # full restore
     dest = f"rest-{engine}-{path}"
-    ok(
+    ended_okay(
         run_ndmjob(
             ["-x", "-v", *ag, "-B", engine, "-C", f"/svm1/vol1/{dest}", "-f", drive, "-J", str(idx)]
         )
@@ -112,7 +91,7 @@ def test_backup_toc_restore_selective(
     # selective restore of a few named files
     sel = f"sel-{engine}-{path}"
     picks = ["hello.txt", "xattrs.txt", "sizes/medium.bin"]
-    text = ok(
+    text = ended_okay(
         run_ndmjob(
             [
                 "-x",
@@ -186,7 +165,7 @@ def test_three_way_backup_and_restore_between_two_servers(
         src = srv.volume() / "src"
         ag = ["-D", srv.agent(), "-T", tape_srv.agent()]
         idx = tmp_path / "3way.idx"
-        ok(
+        ended_okay(
             run_ndmjob(
                 [
                     "-c",
@@ -215,7 +194,7 @@ def test_three_way_backup_and_restore_between_two_servers(
             timeout=60,
         )
         assert listing.returncode == 0 and "./hello.txt" in listing.stdout
-        ok(
+        ended_okay(
             run_ndmjob(
                 [
                     "-x",
@@ -291,7 +270,7 @@ def test_tools_exist() -> None:
 
 def test_files_subset_backs_up_only_the_named_entries(srv: ServerProcess, tmp_path: Path) -> None:
     idx = tmp_path / "files.idx"
-    ok(
+    ended_okay(
         run_ndmjob(
             [
                 "-c",
