@@ -613,6 +613,43 @@ def test_tar_restore_file_then_file_below_it(
 
 
 @needs_speedups
+@pytest.mark.parametrize("overwrite", [True, False], ids=["overwrite", "keep"])
+def test_tar_restore_names_met_twice_and_failures_across_lanes(
+    overwrite: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committer deals a batch's files to its threads: a name met twice must end with
+    its last copy, and failures in either thread are reported in stream order."""
+    members: list[tuple] = [("d", "d", None)]
+    for i in range(400):
+        members.append((f"d/f{i % 150}", "f", b"copy %d of f%d\n" % (i // 150, i % 150)))
+    data = _tarfile_stream(members)
+
+    def in_the_way(d: Path) -> None:  # directories where every 7th file goes
+        for i in range(0, 150, 7):
+            (d / "d" / f"f{i}" / "inner").mkdir(parents=True)
+            for q in (d / "d" / f"f{i}" / "inner", d / "d" / f"f{i}"):
+                os.utime(q, ns=(T0, T0))
+
+    dc, rc, dp, rp, counting = restore_both(
+        "tar", data, tmp_path, monkeypatch, in_the_way, overwrite=overwrite
+    )
+    assert counting.items["write_files"] > 0
+    assert_same_outcome(rc, rp)  # the same log lines and results, in the same order
+    copies = {i: len(range(i, 400, 150)) for i in range(150)}  # of each name
+    blocked = sum(copies[i] for i in range(0, 150, 7))
+    assert rc.result is not None
+    if overwrite:  # every copy of a blocked name fails
+        assert rc.result.failed == blocked
+    else:  # and every copy after the first of the others is kept out
+        assert rc.result.failed == blocked + sum(n - 1 for i, n in copies.items() if i % 7)
+    assert_same_tree(dp, dc, root_meta=False)
+    for i in range(150):
+        if i % 7:
+            which = copies[i] - 1 if overwrite else 0
+            assert (dc / "d" / f"f{i}").read_bytes() == b"copy %d of f%d\n" % (which, i)
+
+
+@needs_speedups
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
 def test_tar_restore_foreign_stream(fmt: int, tmp_path: Path, monkeypatch) -> None:
     """A tarfile stream with odd names, links, long names and pax extras: both paths agree."""
@@ -979,14 +1016,18 @@ def test_scans_on_arbitrary_bytes(data: bytes, bounds, limit: int, max_size: int
     assert part == full[: len(part)]
 
 
-@needs_speedups
-@_SETTINGS
-@given(
+# corrupted streams: bytes changed (checksum fixed or not), scanned over a range
+_CORRUPTIONS = dict(
     changes=st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)), max_size=8),
     fix=st.booleans(),
     bounds=_bounds,
     limit=st.sampled_from([1, 3, native.SCAN_BATCH]),
 )
+
+
+@needs_speedups
+@_SETTINGS
+@given(**_CORRUPTIONS)
 def test_tar_scan_on_corrupted_streams(small_streams, changes, fix, bounds, limit) -> None:
     b = bytearray(small_streams["tar"])
     used = len(b) - 4096  # the end: mostly zero blocks
@@ -1005,12 +1046,7 @@ def test_tar_scan_on_corrupted_streams(small_streams, changes, fix, bounds, limi
 
 @needs_speedups
 @_SETTINGS
-@given(
-    changes=st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)), max_size=8),
-    fix=st.booleans(),
-    bounds=_bounds,
-    limit=st.sampled_from([1, 3, native.SCAN_BATCH]),
-)
+@given(**_CORRUPTIONS)
 def test_dump_scan_on_corrupted_streams(small_streams, changes, fix, bounds, limit) -> None:
     b = bytearray(small_streams["dump"])
     bs = dfmt.TP_BSIZE
