@@ -175,3 +175,44 @@ def test_roles_and_svm_scoped_users(tmp_path) -> None:
                 assert_error(c.get(f"{NDMP}/svms/{svms['svm1']}/passwords/other"), 404, "4")
     finally:
         srv.stop()
+
+
+def test_svm_tunnelling_headers_scope_a_request_to_one_svm(tmp_path) -> None:
+    """X-Dot-SVM-Name / X-Dot-SVM-UUID (spec §3.1): the request sees one SVM, as on its LIF."""
+    srv = start_server(tmp_path / "srv", svms={"svm1": ["vol1"], "svm2": ["vol2"]})
+    try:
+        vs = add_user(srv, "vsadmin", "admin", "svm2")
+        with client(srv) as admin:
+            svms = {s["name"]: s["uuid"] for s in admin.get("/api/svm/svms").json()["records"]}
+        with NdmpClient("127.0.0.1", srv.port) as one, NdmpClient("127.0.0.1", srv.port) as two:
+            assert one.open().error == 0 and two.open().error == 0
+            assert one.auth_md5("admin", srv.ndmp_password("admin", "svm1")).error == 0
+            assert two.auth_md5("vsadmin", srv.ndmp_password("vsadmin", "svm2")).error == 0
+            by_name, by_uuid = {"X-Dot-SVM-Name": "svm2"}, {"X-Dot-SVM-UUID": svms["svm2"]}
+            for headers in (by_name, by_uuid, {**by_name, **by_uuid}):
+                with client(srv) as c:
+                    c.headers.update(headers)
+                    got = c.get(SESSIONS, params={"fields": "svm.name"}).json()["records"]
+                    assert [s["svm"]["name"] for s in got] == ["svm2"], headers
+                    names = [r["svm"]["name"] for r in c.get(f"{NDMP}/svms").json()["records"]]
+                    assert names == ["svm2"]
+                    assert_error(c.get(f"{NDMP}/svms/{svms['svm1']}"), 404, "4")
+                    assert_error(c.patch(NDMP, json={"mode": "node"}), 403, "6")  # cluster only
+            with client(srv) as c:
+                assert len(c.get(SESSIONS).json()["records"]) == 2  # no header: every SVM
+                c.headers["X-Dot-SVM-Name"] = "svm1"
+                c.headers["X-Dot-SVM-UUID"] = svms["svm2"]
+                assert_error(c.get(SESSIONS), 400, "2")
+                del c.headers["X-Dot-SVM-UUID"]
+                c.headers["X-Dot-SVM-Name"] = "nosuch"
+                assert_error(c.get(SESSIONS), 400, "2", "X-Dot-SVM-Name")
+                del c.headers["X-Dot-SVM-Name"]
+                c.headers["X-Dot-SVM-UUID"] = "0" * 36
+                assert_error(c.get(SESSIONS), 400, "2", "X-Dot-SVM-UUID")
+            with client(srv, "vsadmin", vs) as c:  # an SVM user stays in its own SVM
+                c.headers["X-Dot-SVM-Name"] = "svm1"
+                assert_error(c.get(SESSIONS), 403, "6")
+                c.headers["X-Dot-SVM-Name"] = "svm2"
+                assert len(c.get(SESSIONS).json()["records"]) == 1
+    finally:
+        srv.stop()

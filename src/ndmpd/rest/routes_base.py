@@ -49,12 +49,15 @@ class Services:
 class Ctx:
     """One authenticated request, with lazily parsed query, body and view."""
 
-    def __init__(self, request: Request, services: Services, principal: Principal) -> None:
+    def __init__(
+        self, request: Request, services: Services, principal: Principal, svm: str | None = None
+    ) -> None:
         self.request = request
         self.services = services
         self.catalog = services.catalog
         self.server = services.server
         self.principal = principal
+        self.svm = svm if svm is not None else principal.svm  # the SVM the request is scoped to
         self.method = request.method
         self.path: str = request.scope["path"]  # the raw (still encoded) path
         qs = request.scope.get("query_string", b"").decode("latin-1")
@@ -72,15 +75,16 @@ class Ctx:
     @property
     def view(self) -> View:
         if self._view is None:
-            self._view = make_view(self.catalog, self.server, self.principal.svm)
+            self._view = make_view(self.catalog, self.server, self.svm)
         return self._view
 
     def query(self, record: Record, *, collection: bool) -> Query:
         return parse_query(self.params, record, collection=collection)
 
     def require_cluster(self) -> None:
-        """Node settings and the mode belong to the cluster administrator (spec §1.6)."""
-        if not self.principal.is_cluster:
+        """Node settings and the mode belong to the cluster administrator (spec §1.6), not
+        to a request scoped to one SVM (an SVM user, or a tunnelled one)."""
+        if self.svm is not None:
             raise RestError.permission_denied()
 
     def require_admin(self) -> None:
@@ -188,6 +192,33 @@ def _is_pretty(request: Request) -> bool:
     return b"pretty=true" in qs.lower()
 
 
+def tunnelled_svm(request: Request, services: Services, principal: Principal) -> str | None:
+    """The SVM named by the ``X-Dot-SVM-Name`` / ``X-Dot-SVM-UUID`` headers (spec §3.1: a
+    request scoped to one SVM, as on its own LIF), or None when neither is sent."""
+    name = request.headers.get("x-dot-svm-name")
+    svm_uuid = request.headers.get("x-dot-svm-uuid")
+    if name is None and svm_uuid is None:
+        return None
+    known = {n: services.catalog.svm_uuid(n) for n in services.server.svm_names}
+    if svm_uuid is not None:
+        by_uuid = next((n for n, u in known.items() if u == svm_uuid.strip().lower()), None)
+        if by_uuid is None:
+            raise RestError.invalid_argument(f'SVM "{svm_uuid}" does not exist.', "X-Dot-SVM-UUID")
+        if name is not None and name.strip() != by_uuid:
+            raise RestError.invalid_argument(
+                "X-Dot-SVM-Name and X-Dot-SVM-UUID name different SVMs.", "X-Dot-SVM-Name"
+            )
+        found = by_uuid
+    else:
+        assert name is not None
+        found = name.strip()
+        if found not in known:
+            raise RestError.invalid_argument(f'SVM "{name}" does not exist.', "X-Dot-SVM-Name")
+    if principal.svm is not None and principal.svm != found:
+        raise RestError.permission_denied()  # an SVM user stays in its own SVM
+    return found
+
+
 async def authenticate(request: Request, services: Services) -> Principal:
     client = request.client
     address = client.host if client else "unknown"
@@ -222,7 +253,9 @@ class EndpointApp:
                 )
             if method not in READ_METHODS and not principal.is_admin:
                 raise RestError.permission_denied()
-            ctx = Ctx(request, self.services, principal)
+            ctx = Ctx(
+                request, self.services, principal, tunnelled_svm(request, self.services, principal)
+            )
             body = await op.handler(ctx)
             hal_out = hal and op.kind != "document"  # the OpenAPI document is plain JSON
             return json_response(body, hal=hal_out, pretty=_is_pretty(request), head=head)
