@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "engines"))
 
 from tests.conftest import ended_okay, index_names, run_ndmjob
+from tests.rest.test_api_basics import client
 from tests.serverproc import NDMJOB, ServerProcess, start_server
 from trees import IS_ROOT, assert_same_tree, tree_paths
 
@@ -103,6 +104,16 @@ def agents(srv: ServerProcess, path: str) -> list[str]:
     return ["-D", srv.agent()] + (["-T", srv.agent()] if path == "tcp" else [])
 
 
+def wait_sessions_closed(srv: ServerProcess) -> None:
+    """Until the killed job's sessions are gone (the REST session list is empty): until then
+    its drive is still taken, and the next job's TAPE_OPEN would get DEVICE_BUSY_ERR."""
+    deadline = time.monotonic() + 20
+    with client(srv) as c:
+        while c.get("/api/protocols/ndmp/sessions").json()["num_records"]:
+            assert time.monotonic() < deadline, "the killed job's sessions never closed"
+            time.sleep(0.02)
+
+
 @pytest.mark.parametrize("path", ["local", "tcp"])
 @pytest.mark.parametrize("engine", ["dump", "tar"])
 def test_many_small_files_round_trip(
@@ -179,6 +190,7 @@ def test_dma_killed_mid_restore_of_many_files(srv: ServerProcess, engine: str, n
         if stat.S_ISREG(st.st_mode):
             with open(p, "rb") as a, open(q, "rb") as b:
                 assert a.read() == b.read(), rel
+    wait_sessions_closed(srv)
     # and the server goes on serving
     out = run_ndmjob(["-q", "-D", agent])
     assert out.returncode == 0 and "NDMPv4" in out.stdout
@@ -199,6 +211,7 @@ def test_dma_killed_mid_backup_of_many_files(srv: ServerProcess, engine: str, nd
         deadline = time.monotonic() + 30
         while "started" not in srv.log_text()[mark:]:
             assert time.monotonic() < deadline, "the backup never started"
+            assert proc.poll() is None, "ndmjob ended before the backup started"
             time.sleep(0.01)
         time.sleep(0.5)  # in the middle: the slow drive takes the whole tree in seconds
         proc.send_signal(signal.SIGKILL)
@@ -214,5 +227,6 @@ def test_dma_killed_mid_backup_of_many_files(srv: ServerProcess, engine: str, nd
         time.sleep(0.05)
     fds = {n: os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
     assert len(fds) <= baseline, sorted(fds.values())
+    wait_sessions_closed(srv)
     out = run_ndmjob(["-q", "-D", srv.agent()])
     assert out.returncode == 0 and "NDMPv4" in out.stdout
