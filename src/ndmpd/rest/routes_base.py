@@ -6,6 +6,7 @@ Endpoints are declared as data (`Endpoint` with one `Op` per method), so the rou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -50,14 +51,15 @@ class Ctx:
     """One authenticated request, with lazily parsed query, body and view."""
 
     def __init__(
-        self, request: Request, services: Services, principal: Principal, svm: str | None = None
+        self, request: Request, services: Services, principal: Principal, view: View | None = None
     ) -> None:
         self.request = request
         self.services = services
         self.catalog = services.catalog
         self.server = services.server
         self.principal = principal
-        self.svm = svm if svm is not None else principal.svm  # the SVM the request is scoped to
+        # the SVM the request is scoped to: the user's own, or the one it tunnels to
+        self.svm = view.user_svm if view is not None else principal.svm
         self.method = request.method
         self.path: str = request.scope["path"]  # the raw (still encoded) path
         qs = request.scope.get("query_string", b"").decode("latin-1")
@@ -66,7 +68,7 @@ class Ctx:
         )
         accept = request.headers.get("accept", "")
         self.hal = accept.split(";")[0].strip().lower() != PLAIN
-        self._view: View | None = None
+        self._view: View | None = view
 
     def key(self, name: str) -> str:
         """A path key, decoded as the client encoded it (form encoding, spec quirk Q5)."""
@@ -192,31 +194,30 @@ def _is_pretty(request: Request) -> bool:
     return b"pretty=true" in qs.lower()
 
 
-def tunnelled_svm(request: Request, services: Services, principal: Principal) -> str | None:
-    """The SVM named by the ``X-Dot-SVM-Name`` / ``X-Dot-SVM-UUID`` headers (spec §3.1: a
-    request scoped to one SVM, as on its own LIF), or None when neither is sent."""
+def tunnelled_view(request: Request, services: Services, principal: Principal) -> View | None:
+    """The view of the one SVM named by the ``X-Dot-SVM-Name`` / ``X-Dot-SVM-UUID`` headers
+    (spec §3.1: a request scoped to one SVM, as on its own LIF), or None when neither is sent."""
     name = request.headers.get("x-dot-svm-name")
     svm_uuid = request.headers.get("x-dot-svm-uuid")
     if name is None and svm_uuid is None:
         return None
-    known = {n: services.catalog.svm_uuid(n) for n in services.server.svm_names}
+    view = make_view(services.catalog, services.server, principal.svm)
     if svm_uuid is not None:
-        by_uuid = next((n for n, u in known.items() if u == svm_uuid.strip().lower()), None)
-        if by_uuid is None:
+        found = view.svm_name_by_uuid(svm_uuid.strip().lower())
+        if found is None:
             raise RestError.invalid_argument(f'SVM "{svm_uuid}" does not exist.', "X-Dot-SVM-UUID")
-        if name is not None and name.strip() != by_uuid:
+        if name is not None and name.strip() != found:
             raise RestError.invalid_argument(
                 "X-Dot-SVM-Name and X-Dot-SVM-UUID name different SVMs.", "X-Dot-SVM-Name"
             )
-        found = by_uuid
     else:
         assert name is not None
         found = name.strip()
-        if found not in known:
+        if found not in view.svms:
             raise RestError.invalid_argument(f'SVM "{name}" does not exist.', "X-Dot-SVM-Name")
-    if principal.svm is not None and principal.svm != found:
+    if not view.sees_svm(found):
         raise RestError.permission_denied()  # an SVM user stays in its own SVM
-    return found
+    return dataclasses.replace(view, user_svm=found)
 
 
 async def authenticate(request: Request, services: Services) -> Principal:
@@ -254,7 +255,7 @@ class EndpointApp:
             if method not in READ_METHODS and not principal.is_admin:
                 raise RestError.permission_denied()
             ctx = Ctx(
-                request, self.services, principal, tunnelled_svm(request, self.services, principal)
+                request, self.services, principal, tunnelled_view(request, self.services, principal)
             )
             body = await op.handler(ctx)
             hal_out = hal and op.kind != "document"  # the OpenAPI document is plain JSON

@@ -247,18 +247,15 @@ class DumpReader:
         error: EngineError | None = None
         try:
             self._loop()
-        except EngineError as exc:
-            if isinstance(exc, Aborted):
+        except BaseException as exc:
+            if isinstance(exc, EngineError) and not isinstance(exc, Aborted):
+                error = exc  # stream damage: what came before is kept and reported
+            else:
+                # aborted, the data connection torn down (the DMA gone), or a bug: the
+                # committer threads, directory descriptors and temporary files go with it
                 if self.ex is not None:
                     self.ex.abandon()
                 raise
-            error = exc
-        except BaseException:
-            # the data connection torn down (the DMA gone), or a bug: the committer thread,
-            # the directory descriptors and open temporary files go with the restore
-            if self.ex is not None:
-                self.ex.abandon()
-            raise
         finally:
             self.result.bytes_read = self.src.offset
         if self.ex is not None:
